@@ -1,0 +1,21 @@
+"""The results database (SQLAlchemy 2): tables, engines and sessions, queries. No torch, no Celery."""
+
+from db.engine import dispose_all, get_engine, session_scope, upgrade
+from db.repository import (
+    create_job,
+    get_job,
+    job_counts,
+    measured_uids,
+    query_measurements,
+    row_dict,
+    set_job_status,
+    stale_jobs,
+    upsert_measurement,
+)
+from db.tables import Base, Job, JobStatus, Measurement, MeasurementStatus
+
+__all__ = [
+    "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "create_job", "dispose_all", "get_engine",
+    "get_job", "job_counts", "measured_uids", "query_measurements", "row_dict", "session_scope", "set_job_status",
+    "stale_jobs", "upgrade", "upsert_measurement",
+]

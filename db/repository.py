@@ -1,0 +1,133 @@
+"""Reads and idempotent writes of measurements and jobs (SQLite and PostgreSQL alike)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.tables import MEASUREMENT_COLUMNS, Job, JobStatus, Measurement
+
+_KEY = ("sop_instance_uid", "frame", "model_version")
+_NOT_UPDATED = {"id", "created_at", *_KEY}
+
+
+def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
+    """Insert the row for (SOP Instance UID, frame, model version) or update it in place.
+
+    Raises:
+        ValueError: a key column is missing, or a column name is unknown.
+    """
+    unknown = set(values) - set(MEASUREMENT_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown measurement columns: {sorted(unknown)}")
+    missing = [k for k in _KEY if values.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"a measurement needs {', '.join(missing)}")
+    now = dt.datetime.now(dt.timezone.utc)
+    row = {**values, "updated_at": now}
+    row.setdefault("created_at", now)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(Measurement).values(**row)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(Measurement).values(**row)
+    else:  # pragma: no cover - other databases are not supported
+        raise ValueError(f"unsupported database dialect {dialect!r}; use PostgreSQL or SQLite")
+    changes = {k: stmt.excluded[k] for k in row if k not in _NOT_UPDATED}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(_KEY), set_=changes))
+
+
+def create_job(session: Session, path: str, source: str, queue: str | None = None,
+               ga_days_given: float | None = None, sop_instance_uid: str | None = None) -> int:
+    """Record a scan that arrived (status ``received``); returns the job id."""
+    job = Job(path=path, source=source, queue=queue, ga_days_given=ga_days_given,
+              sop_instance_uid=sop_instance_uid, status=JobStatus.RECEIVED.value)
+    session.add(job)
+    session.flush()
+    return job.id
+
+
+def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str | None = None,
+                   detail: str | None = None, sop_instance_uid: str | None = None) -> None:
+    """Move a job to ``status`` with timestamps; ``running`` counts an attempt."""
+    now = dt.datetime.now(dt.timezone.utc)
+    values: dict[str, Any] = {"status": status.value, "updated_at": now}
+    if status is JobStatus.QUEUED:
+        values["queued_at"] = now
+    elif status is JobStatus.RUNNING:
+        values["started_at"] = now
+        values["attempts"] = Job.attempts + 1
+    elif status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.NEEDS_REVIEW):
+        values["finished_at"] = now
+    if reason is not None or status in (JobStatus.DONE, JobStatus.QUEUED, JobStatus.RUNNING):
+        values["reason"] = reason
+        values["detail"] = detail
+    if sop_instance_uid:
+        values["sop_instance_uid"] = sop_instance_uid
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def get_job(session: Session, job_id: int) -> Job | None:
+    """The job with this id."""
+    return session.get(Job, job_id)
+
+
+def stale_jobs(session: Session, older_than: dt.timedelta, statuses: Sequence[JobStatus] = (
+        JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.RUNNING)) -> list[Job]:
+    """Jobs stuck in ``statuses`` longer than ``older_than`` (by their last update)."""
+    cutoff = dt.datetime.now(dt.timezone.utc) - older_than
+    stmt = select(Job).where(Job.status.in_([s.value for s in statuses]), Job.updated_at < cutoff).order_by(Job.id)
+    return list(session.scalars(stmt))
+
+
+def measured_uids(session: Session, model_version: str, uids: Iterable[str]) -> set[str]:
+    """Which of ``uids`` already have a finished (measured or needs_review) row for this model."""
+    uids = list(uids)
+    if not uids:
+        return set()
+    stmt = select(Measurement.sop_instance_uid).where(
+        Measurement.model_version == model_version, Measurement.sop_instance_uid.in_(uids),
+        Measurement.status != "failed",
+    )
+    return set(session.scalars(stmt))
+
+
+def query_measurements(
+    session: Session, patient_id: str | None = None, study_uid: str | None = None, status: str | None = None,
+    since: dt.date | None = None, until: dt.date | None = None, limit: int | None = None,
+) -> list[Measurement]:
+    """Measurements filtered by patient, study, status and study date, oldest study first."""
+    stmt: Select[tuple[Measurement]] = select(Measurement)
+    if patient_id:
+        stmt = stmt.where(Measurement.patient_id == patient_id)
+    if study_uid:
+        stmt = stmt.where(Measurement.study_instance_uid == study_uid)
+    if status:
+        stmt = stmt.where(Measurement.status == status)
+    if since:
+        stmt = stmt.where(Measurement.study_date >= since)
+    if until:
+        stmt = stmt.where(Measurement.study_date <= until)
+    stmt = stmt.order_by(Measurement.study_date, Measurement.id)
+    if limit:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    """Number of jobs in each status."""
+    return {status: n for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status))}
+
+
+def row_dict(row: Measurement) -> dict[str, Any]:
+    """A measurement as a plain dict (dates as ISO strings) for JSON and CSV output."""
+    out = {}
+    for name in MEASUREMENT_COLUMNS:
+        value = getattr(row, name)
+        out[name] = value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
+    return out

@@ -1,0 +1,137 @@
+"""The results database: ``measurements`` (one row per instance, frame and model) and ``jobs``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum
+
+from sqlalchemy import (
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of fetalhc's tables."""
+
+
+class JobStatus(str, Enum):
+    """Life of a scan that arrived: received -> queued -> running -> done | failed | needs_review."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    NEEDS_REVIEW = "needs_review"
+    FAILED = "failed"
+
+
+class MeasurementStatus(str, Enum):
+    """Outcome stored on a measurement row."""
+
+    MEASURED = "measured"
+    NEEDS_REVIEW = "needs_review"
+    FAILED = "failed"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Job(Base):
+    """One scan that arrived (by listener, watch folder, backfill or the CLI) and what became of it."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32), default="cli")  # live | watch | backfill | cli
+    queue: Mapped[str | None] = mapped_column(String(32))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.RECEIVED.value, index=True)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ga_days_given: Mapped[float | None] = mapped_column(Float)  # GA supplied with the job (manifest)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class Measurement(Base):
+    """One head measured (or failed) on one frame of one instance by one model version.
+
+    Units are in the column names. Ellipse coordinates are millimetres from the top-left of
+    the calibrated region the network saw (``region_x0``/``region_y0`` in full-frame pixels).
+    """
+
+    __tablename__ = "measurements"
+    __table_args__ = (
+        UniqueConstraint("sop_instance_uid", "frame", "model_version", name="uq_measurement_instance_frame_model"),
+        Index("ix_measurements_patient_date", "patient_id", "study_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    frame: Mapped[int] = mapped_column(Integer, default=1)
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[dt.date | None] = mapped_column(Date)
+    path: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+
+    spacing_mm_x: Mapped[float | None] = mapped_column(Float)
+    spacing_mm_y: Mapped[float | None] = mapped_column(Float)
+    spacing_source: Mapped[str | None] = mapped_column(String(32))
+    region_x0: Mapped[int | None] = mapped_column(Integer)
+    region_y0: Mapped[int | None] = mapped_column(Integer)
+    region_x1: Mapped[int | None] = mapped_column(Integer)
+    region_y1: Mapped[int | None] = mapped_column(Integer)
+
+    center_x_mm: Mapped[float | None] = mapped_column(Float)
+    center_y_mm: Mapped[float | None] = mapped_column(Float)
+    semi_axis_a_mm: Mapped[float | None] = mapped_column(Float)
+    semi_axis_b_mm: Mapped[float | None] = mapped_column(Float)
+    angle_rad: Mapped[float | None] = mapped_column(Float)
+    hc_mm: Mapped[float | None] = mapped_column(Float)
+    bpd_mm: Mapped[float | None] = mapped_column(Float)
+    ofd_mm: Mapped[float | None] = mapped_column(Float)
+    quality: Mapped[float | None] = mapped_column(Float)
+    flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated
+
+    ga_days: Mapped[float | None] = mapped_column(Float)  # GA used for the centile
+    ga_source: Mapped[str | None] = mapped_column(String(16))  # given | lmp | none
+    ga_estimate_days: Mapped[float | None] = mapped_column(Float)  # GA estimated from this HC
+    ga_formula: Mapped[str | None] = mapped_column(String(32))
+    hc_z_score: Mapped[float | None] = mapped_column(Float)
+    hc_centile: Mapped[float | None] = mapped_column(Float)
+    growth_standard: Mapped[str | None] = mapped_column(String(32))
+    growth_flags: Mapped[str | None] = mapped_column(String(128))
+    centile_reason: Mapped[str | None] = mapped_column(String(128))
+
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    read_ms: Mapped[float | None] = mapped_column(Float)
+    infer_ms: Mapped[float | None] = mapped_column(Float)
+    total_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in Measurement.__table__.columns)

@@ -1,0 +1,14 @@
+"""DICOM in and out: read ultrasound files into ``Scan`` values, resolve calibration, write files.
+
+No torch and no database here.
+"""
+
+from dicom_io.errors import CalibrationError, DicomError, UnsupportedImageError
+from dicom_io.reader import iter_scans, read_scan
+from dicom_io.scan import Calibration, Scan, SpacingSource
+from dicom_io.writer import ScanIdentity, stable_uid, write_us_image
+
+__all__ = [
+    "Calibration", "CalibrationError", "DicomError", "Scan", "ScanIdentity", "SpacingSource",
+    "UnsupportedImageError", "iter_scans", "read_scan", "stable_uid", "write_us_image",
+]

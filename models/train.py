@@ -1,0 +1,281 @@
+"""Training entry point: HC18 folder -> weights, split file, per-epoch CSV log and curves.
+
+Three layers (nnU-Net style): ``main(argv)`` parses, ``train(cfg)`` is typed and callable from
+Python, ``Trainer`` does the work with one method per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader
+from monai.losses import DiceCELoss
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCoarseDropoutd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from tqdm import tqdm
+
+from models.biometry import measure_head
+from models.errors import FetalHCError
+from models.hc18 import Case, load_cases, split_by_subject
+from models.network import DEFAULT_KWARGS, build_network, count_parameters, parse_architecture, pick_device
+from models.preprocess import logits_to_full_size, prepare_input, resize
+from models.segment import predict_logits
+from models.train_config import TrainConfig, build_parser, config_from_args
+from models.weights import save_weights
+
+log = logging.getLogger(__name__)
+
+
+class LoadHC18d(MapTransform):
+    """Deterministic loading of one case: network-size image and soft filled-ellipse label."""
+
+    def __init__(self, input_size: tuple[int, int]) -> None:
+        super().__init__(keys=["image", "label"])
+        self.input_size = input_size
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        case: Case = data["case"]
+        image = case.load_image()
+        ellipse = case.reference_ellipse_px()
+        filled = torch.from_numpy(ellipse.filled_mask(image.shape).astype(np.float32))[None]
+        return {
+            "image": prepare_input(image, self.input_size),
+            "label": resize(filled, self.input_size).clamp(0, 1),
+            "name": case.name,
+        }
+
+
+def train_transforms(input_size: tuple[int, int]) -> Compose:
+    """Loading plus augmentation that fits ultrasound: pose, gain, speckle, blur, shadows."""
+    h, w = input_size
+    keys = ["image", "label"]
+    return Compose([
+        LoadHC18d(input_size),
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandAffined(
+            keys, prob=0.9, rotate_range=math.pi / 3, scale_range=(0.25, 0.25),
+            translate_range=(h * 0.12, w * 0.12), mode=("bilinear", "bilinear"), padding_mode="zeros",
+        ),
+        RandAdjustContrastd("image", prob=0.3, gamma=(0.6, 1.6)),
+        RandScaleIntensityd("image", prob=0.3, factors=0.2),
+        RandShiftIntensityd("image", prob=0.3, offsets=0.2),
+        RandGaussianNoised("image", prob=0.3, std=0.15),
+        RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2)),
+        # Acoustic shadows: dark blocks over part of the skull.
+        RandCoarseDropoutd("image", prob=0.3, holes=1, max_holes=4, spatial_size=(h // 12, w // 24),
+                           max_spatial_size=(h // 3, w // 8), fill_value=-1.0),
+    ])
+
+
+class Trainer:
+    """One training run; hooks: ``setup``, ``train_epoch``, ``validate``, ``checkpoint``."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.arch = parse_architecture(cfg.arch).value
+        self.arch_kwargs = {**DEFAULT_KWARGS[parse_architecture(cfg.arch)], **cfg.arch_kwargs}
+        self.out = Path(cfg.out)
+        self.start_epoch = 0
+        self.best_adf = math.inf
+        self.history: list[dict[str, float]] = []
+
+    def setup(self) -> None:
+        """Split, datasets, network, optimiser, schedule; resume when asked."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        cases = load_cases(cfg.data)
+        if cfg.limit:
+            cases = cases[: cfg.limit]
+        self.train_cases, self.val_cases = split_by_subject(cases, cfg.val_fraction, cfg.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "split.json").write_text(json.dumps({
+            "seed": cfg.seed, "val_fraction": cfg.val_fraction,
+            "train": sorted(c.name for c in self.train_cases), "val": sorted(c.name for c in self.val_cases),
+        }, indent=1))
+        log.info("split: %d train / %d validation images", len(self.train_cases), len(self.val_cases))
+
+        transforms = train_transforms(cfg.input_size)
+        transforms.set_random_state(seed=cfg.seed)
+        ds = CacheDataset([{"case": c} for c in self.train_cases], transforms, num_workers=2, progress=True)
+        self.loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, drop_last=True)
+        self.val_items = [(c, c.load_image(), c.reference_ellipse_px()) for c in self.val_cases]
+
+        self.net = build_network(self.arch, **self.arch_kwargs).to(self.device)
+        log.info("%s with %d parameters on %s", self.arch, count_parameters(self.net), self.device)
+        self.loss_fn = DiceCELoss(sigmoid=True)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = cfg.epochs * max(len(self.loader), 1)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.05)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        if cfg.resume:
+            self._resume(Path(cfg.resume))
+
+    def _resume(self, path: Path) -> None:
+        blob = torch.load(path, map_location=self.device, weights_only=False)
+        self.net.load_state_dict(blob["net"])
+        self.opt.load_state_dict(blob["opt"])
+        self.sched.load_state_dict(blob["sched"])
+        self.start_epoch = blob["epoch"] + 1
+        self.best_adf = blob["best_adf"]
+        self.history = blob["history"]
+        log.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the training cases; returns the mean loss."""
+        self.net.train()
+        losses = []
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False)
+        for batch in bar:
+            x, y = batch["image"].to(self.device), batch["label"].to(self.device)
+            self.opt.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+                loss = self.loss_fn(self.net(x), y)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            losses.append(float(loss))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        return float(np.mean(losses)) if losses else math.nan
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """Dice and HC error (mm) on the validation subjects, measured as inference measures them."""
+        self.net.eval()
+        errors, dices, failures = [], [], 0
+        for case, image, ref_px in self.val_items:
+            x = prepare_input(image, self.cfg.input_size)[None].to(self.device)
+            prob = logits_to_full_size(predict_logits(self.net, x)[0].cpu(), image.shape)
+            ref_mask = ref_px.filled_mask(image.shape)
+            pred_mask = prob > 0.5
+            dices.append(2 * (ref_mask & pred_mask).sum() / max(ref_mask.sum() + pred_mask.sum(), 1))
+            try:
+                hc = measure_head(prob, case.pixel_size_mm, case.pixel_size_mm).hc_mm
+                errors.append(hc - float(case.hc_mm))
+            except FetalHCError:
+                failures += 1
+        err = np.abs(np.array(errors)) if errors else np.array([math.nan])
+        return {"val_adf_mm": float(err.mean()), "val_median_mm": float(np.median(err)),
+                "val_p95_mm": float(np.percentile(err, 95)), "val_df_mm": float(np.mean(errors)) if errors else math.nan,
+                "val_dice": float(np.mean(dices)), "val_failures": float(failures)}
+
+    def checkpoint(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Keep ``last.pt`` for resuming and ``best.pt`` (lowest validation ADF) for shipping."""
+        torch.save({"net": self.net.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                    "epoch": epoch, "best_adf": self.best_adf, "history": self.history}, self.out / "last.pt")
+        adf = metrics.get("val_adf_mm", math.nan)
+        if math.isfinite(adf) and adf < self.best_adf:
+            self.best_adf = adf
+            meta = {"model_name": f"hc18-{self.arch}", "epoch": epoch + 1, "train_config": _jsonable(asdict(self.cfg)),
+                    "validation": metrics, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            save_weights(self.out / "best.pt", self.net, self.arch, self.arch_kwargs, self.cfg.input_size, meta)
+            log.info("new best validation ADF %.3f mm at epoch %d", adf, epoch + 1)
+
+    def run(self) -> dict[str, float]:
+        """Train for the configured epochs (or time limit); returns the best validation metrics."""
+        self.setup()
+        started = time.monotonic()
+        best: dict[str, float] = {}
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            t0 = time.monotonic()
+            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": self.train_epoch(epoch),
+                                     "lr": self.sched.get_last_lr()[0]}
+            last = epoch == self.cfg.epochs - 1
+            out_of_time = self.cfg.time_limit_min is not None and (
+                time.monotonic() - started) / 60 > self.cfg.time_limit_min
+            if (epoch + 1) % self.cfg.val_every == 0 or last or out_of_time:
+                row.update(self.validate())
+            row["seconds"] = time.monotonic() - t0
+            self.history.append(row)
+            self.checkpoint(epoch, row)
+            if "val_adf_mm" in row and row["val_adf_mm"] <= self.best_adf:
+                best = row
+            self._write_log()
+            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+            if out_of_time:
+                log.warning("time limit of %.1f min reached; stopping after epoch %d", self.cfg.time_limit_min, epoch + 1)
+                break
+        return best
+
+    def _write_log(self) -> None:
+        keys = sorted({k for row in self.history for k in row}, key=lambda k: (k != "epoch", k))
+        with open(self.out / "log.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        plot_curves(self.history, self.out / "curves.png")
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss, Dice and HC error per epoch, as the seed projects showed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    epochs = [r["epoch"] for r in history]
+    axes[0].plot(epochs, [r["train_loss"] for r in history])
+    axes[0].set(title="training loss (Dice + CE)", xlabel="epoch")
+    val = [r for r in history if "val_dice" in r]
+    axes[1].plot([r["epoch"] for r in val], [r["val_dice"] for r in val], marker="o")
+    axes[1].set(title="validation Dice", xlabel="epoch")
+    axes[2].plot([r["epoch"] for r in val], [r["val_adf_mm"] for r in val], marker="o", label="mean |error|")
+    axes[2].plot([r["epoch"] for r in val], [r["val_median_mm"] for r in val], marker=".", label="median |error|")
+    axes[2].set(title="validation HC error (mm)", xlabel="epoch")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def train(cfg: TrainConfig) -> dict[str, float]:
+    """Train a model as configured; returns the best validation metrics."""
+    return Trainer(cfg).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m models.train``: parse, train, print the best validation metrics as JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    best = train(config_from_args(build_parser().parse_args(argv)))
+    print(json.dumps(best, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Training configuration and its command-line arguments (light: no torch, so the CLI starts fast)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on (written beside the weights)."""
+
+    data: Path
+    out: Path
+    arch: str = "unet"
+    input_size: tuple[int, int] = (192, 288)
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.15
+    seed: int = 20260
+    val_every: int = 2
+    device: str = "auto"
+    time_limit_min: float | None = None
+    resume: Path | None = None
+    limit: int | None = None  # use only the first N cases (smoke tests)
+    threads: int | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``fetalhc train``."""
+    p = parser or argparse.ArgumentParser(prog="fetalhc train", description=__doc__)
+    p.add_argument("--data", type=Path, required=True, help="HC18-layout folder (e.g. ../shared/hc18)")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
+    p.add_argument("--arch", default="unet", help="unet | attention-unet | flexible-unet")
+    p.add_argument("--input-size", type=int, nargs=2, default=(192, 288), metavar=("H", "W"))
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=20260)
+    p.add_argument("--val-every", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--time-limit-min", type=float, default=None)
+    p.add_argument("--resume", type=Path, default=None, help="last.pt of an earlier run")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N cases")
+    p.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A TrainConfig from parsed arguments."""
+    return TrainConfig(
+        data=args.data, out=args.out, arch=args.arch, input_size=tuple(args.input_size), epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
+        val_every=args.val_every, device=args.device, time_limit_min=args.time_limit_min, resume=args.resume,
+        limit=args.limit, threads=args.threads,
+    )
+
+

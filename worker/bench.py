@@ -1,0 +1,64 @@
+"""``fetalhc bench``: seconds per scan for reading, inference and the whole pipeline on this machine."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dicom_io import iter_scans
+from dicom_io.phantom import make_phantom
+from dicom_io.writer import write_us_image
+from models.segment import measure_images
+from worker.pipeline import load_context
+from worker.settings import Settings
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> dict[str, Any]:
+    """Time ``n`` generated 800x540 scans: DICOM read, segmentation + fit (batch of 1 and batched)."""
+    if threads:
+        torch.set_num_threads(threads)
+    ctx = load_context(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [write_us_image(Path(tmp) / f"{i}.dcm", make_phantom(hc_mm=120 + 10 * i % 200, seed=i).image, 0.15)
+                 for i in range(n)]
+        read_s, infer_s = [], []
+        scans = []
+        for path in paths:
+            t0 = time.perf_counter()
+            scans.append(next(iter_scans(path)))
+            read_s.append(time.perf_counter() - t0)
+        measure_images(ctx.model.net, [scans[0].pixels], [scans[0].spacing_mm], ctx.model.input_size, ctx.device)
+        for scan in scans:
+            t0 = time.perf_counter()
+            measure_images(ctx.model.net, [scan.pixels], [scan.spacing_mm], ctx.model.input_size, ctx.device)
+            infer_s.append(time.perf_counter() - t0)
+        batch = min(settings.batch_size, n)
+        t0 = time.perf_counter()
+        for start in range(0, n, batch):
+            chunk = scans[start : start + batch]
+            measure_images(ctx.model.net, [s.pixels for s in chunk], [s.spacing_mm for s in chunk],
+                           ctx.model.input_size, ctx.device)
+        batched = (time.perf_counter() - t0) / n
+    per_scan = [r + i for r, i in zip(read_s, infer_s)]
+    return {
+        "device": str(ctx.device), "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "model": f"{ctx.model.model_name} {ctx.model.model_version[:12]}", "input_size": list(ctx.model.input_size),
+        "scans": n, "image": "800x540 uint8",
+        "read_s_median": round(statistics.median(read_s), 4),
+        "measure_s_median": round(statistics.median(infer_s), 4),
+        "measure_s_p95": round(_percentile(infer_s, 95), 4),
+        "per_scan_s_median": round(statistics.median(per_scan), 4),
+        f"batched_{batch}_s_per_scan": round(batched, 4),
+        "scans_per_hour_one_process": int(3600 / statistics.median(per_scan)),
+    }

@@ -1,0 +1,323 @@
+"""The ``fetalhc`` command line: one console script, a subcommand per job (``main(argv)``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.settings import get_settings
+
+log = logging.getLogger("fetalhc")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=_json_default))
+
+
+# -- process ---------------------------------------------------------------------------------------------------
+
+OUTPUT_FIELDS = ("path", "sop_instance_uid", "frame", "status", "reason", "detail", "hc_mm", "bpd_mm", "ofd_mm",
+                 "quality", "flags", "spacing_mm_x", "spacing_mm_y", "spacing_source", "ga_days", "ga_source",
+                 "ga_estimate_days", "ga_formula", "hc_z_score", "hc_centile", "growth_standard", "growth_flags",
+                 "centile_reason", "model_name", "model_version", "total_ms")
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """Measure files in this process (no broker), storing rows in the configured database."""
+    from db import create_job, session_scope, upgrade
+    from worker.files import expand_paths
+    from worker.pipeline import WorkItem, load_context, measure_items
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    ctx = load_context(settings)
+    paths = list(expand_paths(args.paths))
+    exit_code = 0
+    for start in range(0, len(paths), settings.batch_size):
+        chunk = paths[start : start + settings.batch_size]
+        with session_scope(settings.database_url) as session:
+            job_ids = [create_job(session, str(p.resolve()), "cli") for p in chunk]
+        rows = measure_items(ctx, [WorkItem(p, j) for p, j in zip(chunk, job_ids)])
+        for row in rows:
+            if row["status"] == "failed":
+                exit_code = 3
+            if args.json:
+                _print_json({k: row.get(k) for k in OUTPUT_FIELDS})
+            else:
+                hc = f"{row['hc_mm']:.1f} mm" if row.get("hc_mm") is not None else "-"
+                print(f"{row['path']}: {row['status']} HC {hc}"
+                      + (f" ({row['reason']}: {row['detail']})" if row.get("reason") else "")
+                      + (f" [{row['flags']}]" if row.get("flags") else ""))
+    return exit_code
+
+
+# -- queue -----------------------------------------------------------------------------------------------------
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Record a job per file and put it on the live (or backfill) queue."""
+    from worker.enqueue import enqueue_files
+    from worker.files import expand_paths
+
+    summary = enqueue_files(get_settings(), expand_paths(args.paths), queue=args.queue, source="cli")
+    result = {"queued": summary.queued, "deferred": summary.deferred, "job_ids": summary.job_ids}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"queued {summary.queued} scans on '{args.queue}'"
+              + (f"; {summary.deferred} recorded but not sent (broker down), the sweeper will send them"
+                 if summary.deferred else ""))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Start a Celery worker on the live and backfill queues (live first)."""
+    from worker.celery_app import create_app
+
+    app = create_app(get_settings())
+    argv = ["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}",
+            f"--queues={args.queues}", "--pool=prefork", "--without-gossip", "--without-mingle"]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    """Queue again the jobs stuck in received/queued/running for longer than --older-than."""
+    from worker.enqueue import requeue_stale
+
+    summary = requeue_stale(get_settings(), dt.timedelta(minutes=args.older_than))
+    if args.json:
+        _print_json({"requeued": summary.queued, "deferred": summary.deferred, "job_ids": summary.job_ids})
+    else:
+        print(f"requeued {summary.queued} stale jobs" + (f", {summary.deferred} could not be sent" if summary.deferred else ""))
+    return 0
+
+
+# -- results ---------------------------------------------------------------------------------------------------
+
+RESULT_COLUMNS = ("study_date", "patient_id", "sop_instance_uid", "frame", "status", "hc_mm", "ga_days",
+                  "hc_centile", "reason")
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """Print stored measurements (table, --json lines or --csv)."""
+    import csv
+
+    from db import query_measurements, row_dict, session_scope, upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        rows = [row_dict(r) for r in query_measurements(session, patient_id=args.patient, study_uid=args.study,
+                                                         status=args.status, limit=args.limit)]
+    if args.json:
+        for row in rows:
+            _print_json(row)
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["sop_instance_uid"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print("  ".join(f"{c:<14}" for c in RESULT_COLUMNS))
+        for row in rows:
+            cells = [row.get(c) for c in RESULT_COLUMNS]
+            print("  ".join(f"{(f'{v:.1f}' if isinstance(v, float) else str(v if v is not None else '-'))[:40]:<14}"
+                            for v in cells))
+        print(f"{len(rows)} rows")
+    if args.chart:
+        from worker.chart import draw_growth_chart
+
+        draw_growth_chart(rows, Path(args.chart), settings.growth_standard)
+        print(f"growth chart written to {args.chart}", file=sys.stderr)
+    return 0
+
+
+def cmd_centile(args: argparse.Namespace) -> int:
+    """Growth facts of one HC value: GA estimates, and z/centile when a GA is given."""
+    from models.growth import ga_from_hc, hc_centile
+
+    estimates = {f: ga_from_hc(args.hc_mm, f) for f in ("intergrowth_2016", "hadlock_1984")}
+    result: dict[str, Any] = {"hc_mm": args.hc_mm, "ga_estimates": {
+        f: {"ga_days": round(e.ga_days, 1), "in_range": e.in_range, "note": e.note} for f, e in estimates.items()}}
+    if args.ga_days is not None:
+        c = hc_centile(args.hc_mm, args.ga_days, args.standard)
+        result.update({"ga_days": args.ga_days, "standard": c.standard, "z_score": c.z_score, "centile": c.centile,
+                       "flags": list(c.flags), "reason": c.reason})
+    if args.json:
+        _print_json(result)
+        return 0
+    for f, e in estimates.items():
+        weeks, days = divmod(round(e.ga_days), 7)
+        print(f"GA from HC by {f}: {e.ga_days:.1f} days ({weeks}+{days} weeks)" + ("" if e.in_range else f" - {e.note}"))
+    if args.ga_days is not None:
+        if result["centile"] is None:
+            print(f"{args.standard}: no centile ({result['reason']})")
+        else:
+            print(f"{args.standard}: z = {result['z_score']:.2f}, centile = {result['centile']:.1f}"
+                  + (f" [{', '.join(result['flags'])}]" if result["flags"] else ""))
+    return 0
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a segmentation model (see models.train)."""
+    from models.train import train
+    from models.train_config import config_from_args
+
+    best = train(config_from_args(args))
+    _print_json(best)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Time the measurement of generated 800x540 scans on this machine."""
+    from worker.bench import run_bench
+
+    report = run_bench(get_settings(), n=args.n, threads=args.threads)
+    if args.json:
+        _print_json(report)
+    else:
+        for key, value in report.items():
+            print(f"{key:<28} {value}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate sample scans with known HC, measure them with the shipped model into SQLite."""
+    import os
+
+    from worker.demo import find_hc18, format_report, write_samples
+
+    out = Path(args.out)
+    os.environ.setdefault("FETALHC_DATABASE_URL", f"sqlite:///{(out / 'demo.db').resolve()}")
+    get_settings.cache_clear()
+    settings = get_settings()
+    from db import create_job, session_scope, upgrade
+    from worker.pipeline import WorkItem, load_context, measure_items
+
+    hc18 = find_hc18(args.hc18)
+    print("HC18 data: " + (str(hc18) if hc18 else "not found (../shared/hc18): synthetic phantoms only"))
+    samples = write_samples(out / "scans", hc18)
+    upgrade(settings.database_url)
+    ctx = load_context(settings)
+    with session_scope(settings.database_url) as session:
+        job_ids = [create_job(session, str(s.path), "demo") for s in samples]
+    rows = measure_items(ctx, [WorkItem(s.path, j) for s, j in zip(samples, job_ids)])
+    print(f"model {ctx.model.model_name} {ctx.model.model_version[:12]} on {ctx.device}; "
+          f"results in {settings.database_url}")
+    print(format_report(samples, rows))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``db upgrade``: create or update the tables."""
+    from db import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database is up to date")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their arguments."""
+    parser = argparse.ArgumentParser(prog="fetalhc", description="Fetal head circumference from ultrasound DICOM.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="measure files in this process (no broker)")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per scan")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("enqueue", help="queue files or folders for the workers")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--queue", default="live", choices=("live", "backfill"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_enqueue)
+
+    p = sub.add_parser("worker", help="start a Celery worker")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--queues", default="live,backfill")
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--hostname", default=None)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("requeue", help="re-queue jobs stuck in received/queued/running")
+    p.add_argument("--stale", action="store_true", help="(the default) only jobs older than --older-than")
+    p.add_argument("--older-than", type=float, default=30.0, help="minutes (default 30)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_requeue)
+
+    p = sub.add_parser("results", help="print stored measurements")
+    p.add_argument("--patient", default=None)
+    p.add_argument("--study", default=None, help="Study Instance UID")
+    p.add_argument("--status", default=None, choices=("measured", "needs_review", "failed"))
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", action="store_true")
+    p.add_argument("--chart", default=None, help="write a growth chart PNG of the rows")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("centile", help="GA estimate, z-score and centile of one HC")
+    p.add_argument("--hc-mm", type=float, required=True)
+    p.add_argument("--ga-days", type=float, default=None)
+    p.add_argument("--standard", default="intergrowth", choices=("intergrowth", "who"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_centile)
+
+    from models.train_config import build_parser as train_parser
+
+    p = sub.add_parser("train", help="train a segmentation model on an HC18 folder")
+    train_parser(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="measure inference speed")
+    p.add_argument("-n", type=int, default=20, help="scans to time")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="measure generated sample scans end to end (SQLite)")
+    p.add_argument("--out", default="var/demo")
+    p.add_argument("--hc18", default=None, help="HC18 folder (default ../shared/hc18 when present)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("db", help="database administration")
+    p.add_argument("action", choices=("upgrade",))
+    p.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fetalhc`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fetalhc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

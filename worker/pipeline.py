@@ -1,0 +1,173 @@
+"""The measurement pipeline: DICOM file -> Scan -> segmentation -> ellipse -> HC -> growth -> row.
+
+Joins the three rooms: ``dicom_io`` reads, ``models`` measures, ``db`` stores. Several files are
+measured together so a GPU sees several scans per forward pass; each file's failure stays its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from db import JobStatus, MeasurementStatus, session_scope, set_job_status, upsert_measurement
+from dicom_io import DicomError, Scan, iter_scans
+from models.biometry import Biometry
+from models.errors import FetalHCError, MeasurementError
+from models.network import pick_device
+from models.segment import measure_images
+from models.weights import LoadedModel, cached_model
+from worker.dating import ga_for_centile, growth_facts
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """What measuring needs: settings, the loaded model and its device."""
+
+    settings: Settings
+    model: LoadedModel
+    device: torch.device
+
+
+def load_context(settings: Settings) -> PipelineContext:
+    """Load (once per process) the model named by the settings on the chosen device."""
+    device = pick_device(settings.device)
+    return PipelineContext(settings, cached_model(settings.weights, str(device)), device)
+
+
+@dataclass
+class WorkItem:
+    """One file to measure, the job it belongs to and a GA supplied with it (days)."""
+
+    path: Path
+    job_id: int | None = None
+    ga_days_given: float | None = None
+    best: tuple[Scan, Biometry] | None = None
+    first_scan: Scan | None = None
+    error: FetalHCError | None = None
+    read_ms: float = 0.0
+    infer_ms: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _scans(items: Sequence[WorkItem]) -> Iterator[tuple[WorkItem, Scan]]:
+    """Every frame to measure of every item, read lazily; read errors are kept on the item."""
+    for item in items:
+        t0 = time.perf_counter()
+        try:
+            for scan in iter_scans(item.path):
+                item.read_ms += (time.perf_counter() - t0) * 1000
+                item.first_scan = item.first_scan or scan
+                yield item, scan
+                t0 = time.perf_counter()
+        except FetalHCError as exc:
+            item.error = exc
+        except Exception as exc:  # noqa: BLE001 - any reader crash becomes a recorded failure
+            log.exception("unexpected error reading a scan")
+            item.error = DicomError(f"unexpected error reading the file: {type(exc).__name__}: {exc}",
+                                    reason="read_error")
+
+
+def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
+    """Segment all frames in batches of ``settings.batch_size``; keep each item's best frame."""
+    batch: list[tuple[WorkItem, Scan]] = []
+
+    def flush() -> None:
+        t0 = time.perf_counter()
+        results = measure_images(ctx.model.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch],
+                                 ctx.model.input_size, ctx.device)
+        share = (time.perf_counter() - t0) * 1000 / len(batch)
+        for (item, scan), result in zip(batch, results):
+            item.infer_ms += share
+            if isinstance(result, Biometry):
+                if item.best is None or result.quality > item.best[1].quality:
+                    item.best = (scan, result)
+            elif item.best is None and item.error is None:
+                item.error = result if isinstance(result, FetalHCError) else MeasurementError(
+                    f"measurement failed: {type(result).__name__}: {result}", reason="measurement_error")
+        batch.clear()
+
+    for pair in _scans(items):
+        batch.append(pair)
+        if len(batch) >= ctx.settings.batch_size:
+            flush()
+    if batch:
+        flush()
+    for item in items:  # a frame that measured wins over an earlier frame's failure
+        if item.best is not None:
+            item.error = None
+
+
+def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
+    scan = item.best[0] if item.best else item.first_scan
+    row: dict[str, Any] = {
+        "path": str(item.path), "job_id": item.job_id, "model_name": ctx.model.model_name,
+        "model_version": ctx.model.model_version, "read_ms": round(item.read_ms, 1),
+        "infer_ms": round(item.infer_ms, 1), "total_ms": round((time.perf_counter() - item.started) * 1000, 1),
+    }
+    if scan is not None:
+        cal = scan.calibration
+        region = cal.region or (None, None, None, None)
+        row.update({
+            "sop_instance_uid": scan.sop_instance_uid, "frame": scan.frame,
+            "series_instance_uid": scan.series_instance_uid, "study_instance_uid": scan.study_instance_uid,
+            "sop_class_uid": scan.sop_class_uid, "accession_number": scan.accession_number,
+            "patient_id": scan.patient_id, "study_date": scan.study_date,
+            "spacing_mm_x": cal.spacing_mm_x, "spacing_mm_y": cal.spacing_mm_y, "spacing_source": cal.source.value,
+            "region_x0": region[0], "region_y0": region[1], "region_x1": region[2], "region_y1": region[3],
+        })
+    if item.best is not None:
+        scan, bio = item.best
+        e = bio.ellipse_mm
+        row.update({
+            "center_x_mm": e.cx, "center_y_mm": e.cy, "semi_axis_a_mm": e.a, "semi_axis_b_mm": e.b,
+            "angle_rad": e.angle, "hc_mm": round(bio.hc_mm, 2), "bpd_mm": round(bio.bpd_mm, 2),
+            "ofd_mm": round(bio.ofd_mm, 2), "quality": bio.quality, "flags": ",".join(bio.flags) or None,
+            "status": (MeasurementStatus.NEEDS_REVIEW if bio.needs_review else MeasurementStatus.MEASURED).value,
+            "reason": None, "detail": None,
+        })
+        ga = ga_for_centile(item.ga_days_given, scan.last_menstrual_date, scan.study_date)
+        row.update(growth_facts(bio.hc_mm, ga, ctx.settings.growth_standard).columns())
+    else:
+        error = item.error or MeasurementError("no frame could be measured", reason="no_measurement")
+        row.update({"status": MeasurementStatus.FAILED.value, "reason": error.reason, "detail": str(error)})
+    return row
+
+
+def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
+    """Measure the items and store one row each; returns the rows (as stored, plus ``path``).
+
+    A file whose instance UID is unknown (unreadable) gets no measurement row, only its job's
+    failure. Database errors propagate (transient: the caller retries).
+    """
+    _measure(ctx, items)
+    rows = [_row(ctx, item) for item in items]
+    with session_scope(ctx.settings.database_url) as session:
+        for item, row in zip(items, rows):
+            if row.get("sop_instance_uid"):
+                upsert_measurement(session, row)
+            if item.job_id is not None:
+                status = {"measured": JobStatus.DONE, "needs_review": JobStatus.NEEDS_REVIEW,
+                          "failed": JobStatus.FAILED}[row["status"]]
+                set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
+                               sop_instance_uid=row.get("sop_instance_uid"))
+    for row in rows:
+        log.info("measured job=%s status=%s reason=%s hc_mm=%s ms=%s", row.get("job_id"), row["status"],
+                 row.get("reason"), row.get("hc_mm"), row["total_ms"])
+    return rows
+
+
+def measure_paths(ctx: PipelineContext, paths: Sequence[Path], job_ids: Sequence[int | None] | None = None,
+                  ga_days: Sequence[float | None] | None = None) -> list[dict[str, Any]]:
+    """Convenience: ``measure_items`` over plain paths."""
+    job_ids = job_ids or [None] * len(paths)
+    ga_days = ga_days or [None] * len(paths)
+    return measure_items(ctx, [WorkItem(Path(p), j, g) for p, j, g in zip(paths, job_ids, ga_days)])

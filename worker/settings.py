@@ -1,0 +1,62 @@
+"""Runtime settings from ``FETALHC_*`` environment variables, with safe defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fetalhc"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(f"FETALHC_{name}", "").strip()
+    return value or default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"FETALHC_{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once per process.
+
+    Variables (prefix ``FETALHC_``): ``DATABASE_URL`` (default: an SQLite file under
+    ``$XDG_DATA_HOME/fetalhc``), ``BROKER_URL`` (redis://localhost:6379/0), ``WEIGHTS`` (the
+    shipped model), ``DEVICE`` (auto | cpu | cuda), ``SPOOL_DIR``, ``API_TOKEN``,
+    ``GROWTH_STANDARD`` (intergrowth | who), ``BATCH_SIZE`` (scans per forward pass),
+    ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison).
+    """
+
+    database_url: str = field(default_factory=lambda: _env("DATABASE_URL", f"sqlite:///{_data_home() / 'fetalhc.db'}"))
+    broker_url: str = field(default_factory=lambda: _env("BROKER_URL", "redis://localhost:6379/0"))
+    weights: str | None = field(default_factory=lambda: _env("WEIGHTS", "") or None)
+    device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
+    spool_dir: Path = field(default_factory=lambda: Path(_env("SPOOL_DIR", str(_data_home() / "spool"))))
+    api_token: str | None = field(default_factory=lambda: _env("API_TOKEN", "") or None)
+    growth_standard: str = field(default_factory=lambda: _env("GROWTH_STANDARD", "intergrowth"))
+    batch_size: int = field(default_factory=lambda: int(_env_float("BATCH_SIZE", 8)))
+    task_time_limit_s: float = field(default_factory=lambda: _env_float("TASK_TIME_LIMIT", 300.0))
+    max_attempts: int = field(default_factory=lambda: int(_env_float("MAX_ATTEMPTS", 10)))
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"FETALHC_DEVICE={self.device!r}; choose one of: auto, cpu, cuda")
+        if self.growth_standard not in ("intergrowth", "who"):
+            raise ValueError(f"FETALHC_GROWTH_STANDARD={self.growth_standard!r}; choose one of: intergrowth, who")
+        if self.batch_size < 1:
+            raise ValueError("FETALHC_BATCH_SIZE must be at least 1")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (call ``get_settings.cache_clear()`` after changing the environment)."""
+    return Settings()
