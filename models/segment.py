@@ -9,7 +9,11 @@ import torch
 from torch import nn
 
 from models.biometry import Biometry, measure_head
-from models.preprocess import logits_to_full_size, prepare_input
+from models.errors import MeasurementError
+from models.preprocess import logits_to_full_size, prepare_input, to_unit_float
+
+# Below this standard deviation (on a 0..1 scale) an image holds no echo pattern to segment.
+MIN_CONTRAST = 0.01
 
 # Test-time augmentation: identity, horizontal flip, vertical flip (dims of a (N, C, H, W) batch).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,))
@@ -42,11 +46,22 @@ def measure_images(
     net: nn.Module, images: Sequence[np.ndarray], spacings_mm: Sequence[tuple[float, float]],
     input_size: tuple[int, int], device: torch.device | str = "cpu",
 ) -> list[Biometry | Exception]:
-    """Segment and measure a batch; each item is a Biometry or the error that image raised."""
-    results: list[Biometry | Exception] = []
-    for prob, (sx, sy) in zip(segment_images(net, images, input_size, device), spacings_mm):
+    """Segment and measure a batch; each item is a Biometry or the error that image raised.
+
+    Blank images (no contrast) are refused before the network sees them.
+    """
+    results: list[Biometry | Exception | None] = [None] * len(images)
+    todo = []
+    for i, img in enumerate(images):
+        if float(to_unit_float(img).std()) < MIN_CONTRAST:
+            results[i] = MeasurementError("the image is blank (no contrast to segment)", reason="blank_image")
+        else:
+            todo.append(i)
+    probs = segment_images(net, [images[i] for i in todo], input_size, device)
+    for i, prob in zip(todo, probs):
+        sx, sy = spacings_mm[i]
         try:
-            results.append(measure_head(prob, sx, sy))
+            results[i] = measure_head(prob, sx, sy)
         except Exception as exc:  # noqa: BLE001 - returned per image, raised by the caller
-            results.append(exc)
-    return results
+            results[i] = exc
+    return [r for r in results if r is not None]

@@ -17,6 +17,7 @@ import torch
 
 from db import JobStatus, MeasurementStatus, session_scope, set_job_status, upsert_measurement
 from dicom_io import DicomError, Scan, iter_scans
+from dicom_io.reader import parse_date, read_dataset
 from models.biometry import Biometry
 from models.errors import FetalHCError, MeasurementError
 from models.network import pick_device
@@ -139,7 +140,27 @@ def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
     else:
         error = item.error or MeasurementError("no frame could be measured", reason="no_measurement")
         row.update({"status": MeasurementStatus.FAILED.value, "reason": error.reason, "detail": str(error)})
+        if scan is None:
+            row.update(_header_identity(item.path))
     return row
+
+
+def _header_identity(path: Path) -> dict[str, Any]:
+    """UIDs and patient/study attributes of a file that failed before a Scan existed (if readable)."""
+    try:
+        ds = read_dataset(path, stop_before_pixels=True)
+    except FetalHCError:
+        return {}
+    uid = str(ds.get("SOPInstanceUID", "") or "")
+    if not uid:
+        return {}
+    return {
+        "sop_instance_uid": uid, "frame": 1, "series_instance_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "sop_class_uid": str(ds.get("SOPClassUID", "") or ""),
+        "accession_number": str(ds.get("AccessionNumber", "") or ""),
+        "patient_id": str(ds.get("PatientID", "") or ""), "study_date": parse_date(ds.get("StudyDate")),
+    }
 
 
 def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
