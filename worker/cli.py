@@ -184,6 +184,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a model on an HC18-layout folder (see models.evaluate)."""
+    from models.evaluate import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time the measurement of generated 800x540 scans on this machine."""
     from worker.bench import run_bench
@@ -287,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a segmentation model on an HC18 folder")
     train_parser(p)
     p.set_defaults(func=cmd_train)
+
+    from models.evaluate_config import build_parser as eval_parser
+
+    p = sub.add_parser("eval", help="HC18 metrics, plots and submission CSV for a model")
+    eval_parser(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="measure inference speed")
     p.add_argument("-n", type=int, default=20, help="scans to time")
