@@ -112,6 +112,7 @@ class Measurement(Base):
     bpd_mm: Mapped[float | None] = mapped_column(Float)
     ofd_mm: Mapped[float | None] = mapped_column(Float)
     quality: Mapped[float | None] = mapped_column(Float)
+    hc_tta_spread_mm: Mapped[float | None] = mapped_column(Float)  # HC spread over test-time flips
     flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated
 
     ga_days: Mapped[float | None] = mapped_column(Float)  # GA used for the centile

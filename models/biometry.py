@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +14,10 @@ from models.errors import MeasurementError
 PLAUSIBLE_HC_MM = (40.0, 400.0)
 LOW_CONFIDENCE = 0.6
 MIN_INLIERS = 0.85
+# Boundary points closer than this to the image edge are the picture's edge, not skull (pixels).
+BORDER_PX = 1.0
+# Below this fraction of the fitted ellipse's outline inside the image, the head is too cut to trust.
+MIN_VISIBLE_OUTLINE = 0.7
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,8 @@ class Biometry:
 
     ``ellipse_mm``: the fitted outer skull ellipse in millimetres (x right, y down, from the
     top-left of the image the network saw); ``ellipse_px`` the same in that image's pixels.
-    ``quality``: 0..1, the product of segmentation confidence and fit agreement; ``flags``
+    ``quality``: 0..1, the product of segmentation confidence, fit agreement and (after
+    ``models.segment.with_agreement``) agreement between test-time flips; ``flags``
     name every reason the value should be reviewed (empty when none).
     """
 
@@ -34,6 +38,7 @@ class Biometry:
     ofd_mm: float
     quality: float
     flags: tuple[str, ...] = field(default_factory=tuple)
+    tta_spread_mm: float | None = None  # max - min HC over test-time flips (set by models.segment)
 
     @property
     def needs_review(self) -> bool:
@@ -68,7 +73,13 @@ def boundary_points(prob: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, n
     contour = max(contours, key=len)
     ys = contour[:, 0] - 1 + r0
     xs = contour[:, 1] - 1 + c0
-    return np.stack([xs, ys], axis=1), mask
+    # Where the head leaves the image the contour runs along the border: that is the edge of the
+    # picture, not skull, so those points are left out of the fit.
+    rows_max, cols_max = prob.shape[0] - 1, prob.shape[1] - 1
+    inside = (xs > BORDER_PX) & (ys > BORDER_PX) & (xs < cols_max - BORDER_PX) & (ys < rows_max - BORDER_PX)
+    if inside.sum() < 20:
+        raise MeasurementError("the head boundary lies almost entirely on the image border", reason="no_head_found")
+    return np.stack([xs[inside], ys[inside]], axis=1), mask
 
 
 def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> Biometry:
@@ -83,7 +94,6 @@ def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> 
         MeasurementError: no head, or no ellipse fits it.
     """
     xy_px, mask = boundary_points(prob)
-    on_border = _touches_border(xy_px, prob.shape)
     xy_mm = xy_px * np.array([spacing_mm_x, spacing_mm_y])
     ellipse_mm, inliers = fit_ellipse_robust(xy_mm)
     ellipse_px = ellipse_mm.scaled(1 / spacing_mm_x, 1 / spacing_mm_y)
@@ -101,7 +111,7 @@ def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> 
         flags.append("low_confidence")
     if inliers < MIN_INLIERS:
         flags.append("irregular_boundary")
-    if on_border or _leaves_image(ellipse_px, prob.shape):
+    if visible_fraction(ellipse_px, prob.shape) < MIN_VISIBLE_OUTLINE:
         flags.append("cut_by_border")
     if not (PLAUSIBLE_HC_MM[0] <= hc <= PLAUSIBLE_HC_MM[1]):
         flags.append("implausible_hc")
@@ -116,17 +126,8 @@ def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> 
     )
 
 
-def _touches_border(xy: np.ndarray, shape: tuple[int, ...], margin: float = 1.0) -> bool:
-    x, y = xy[:, 0], xy[:, 1]
-    return bool(
-        (x <= margin).any() or (y <= margin).any()
-        or (x >= shape[1] - 1 - margin).any() or (y >= shape[0] - 1 - margin).any()
-    )
-
-
-def _leaves_image(e: Ellipse, shape: tuple[int, ...]) -> bool:
-    # Half-extents of the ellipse's bounding box.
-    c, s = math.cos(e.angle), math.sin(e.angle)
-    hx = math.hypot(e.a * c, e.b * s)
-    hy = math.hypot(e.a * s, e.b * c)
-    return e.cx - hx < -0.5 or e.cy - hy < -0.5 or e.cx + hx > shape[1] - 0.5 or e.cy + hy > shape[0] - 0.5
+def visible_fraction(e: Ellipse, shape: tuple[int, ...]) -> float:
+    """Fraction of the ellipse's outline (pixel frame) that lies inside an image of ``shape``."""
+    pts = e.points(720)
+    inside = (pts[:, 0] >= -0.5) & (pts[:, 1] >= -0.5) & (pts[:, 0] <= shape[1] - 0.5) & (pts[:, 1] <= shape[0] - 0.5)
+    return float(inside.mean())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,29 +19,80 @@ MIN_CONTRAST = 0.01
 
 # Test-time augmentation: identity, horizontal flip, vertical flip (dims of a (N, C, H, W) batch).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,))
+# HCs measured on the flipped copies disagreeing by more than this fraction: flagged "unstable".
+# About the +-3% intra-observer limits of agreement for HC (Sarris 2012).
+MAX_TTA_SPREAD = 0.03
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Skull probability at the image's size: the mean over flips, and each flip's own map."""
+
+    prob: np.ndarray
+    members: tuple[np.ndarray, ...]
 
 
 @torch.inference_mode()
+def predict_member_logits(net: nn.Module, batch: torch.Tensor,
+                          flips: Sequence[tuple[int, ...]] = TTA_FLIPS) -> torch.Tensor:
+    """Logits of each flipped copy of a (N, 1, H, W) batch, flipped back: (F, N, 1, H, W)."""
+    members = []
+    for dims in flips:
+        y = net(torch.flip(batch, dims) if dims else batch)
+        members.append(torch.flip(y, dims) if dims else y)
+    return torch.stack(members)
+
+
 def predict_logits(net: nn.Module, batch: torch.Tensor, flips: Sequence[tuple[int, ...]] = TTA_FLIPS) -> torch.Tensor:
     """Mean logits over the flipped copies of a (N, 1, H, W) batch."""
-    total = torch.zeros((batch.shape[0], 1, *batch.shape[-2:]), device=batch.device)
-    for dims in flips:
-        x = torch.flip(batch, dims) if dims else batch
-        y = net(x)
-        total += torch.flip(y, dims) if dims else y
-    return total / max(len(flips), 1)
+    return predict_member_logits(net, batch, flips).mean(dim=0)
+
+
+def segment_with_members(
+    net: nn.Module, images: Sequence[np.ndarray], input_size: tuple[int, int],
+    device: torch.device | str = "cpu", flips: Sequence[tuple[int, ...]] = TTA_FLIPS,
+) -> list[Segmentation]:
+    """Mean and per-flip probability maps of each image, from one batched forward pass per flip."""
+    if not images:
+        return []
+    batch = torch.stack([prepare_input(img, input_size) for img in images]).to(device)
+    members = predict_member_logits(net, batch, flips).float().cpu()
+    mean = members.mean(dim=0)
+    return [
+        Segmentation(logits_to_full_size(mean[i], img.shape[:2]),
+                     tuple(logits_to_full_size(m[i], img.shape[:2]) for m in members) if len(flips) > 1 else ())
+        for i, img in enumerate(images)
+    ]
 
 
 def segment_images(
     net: nn.Module, images: Sequence[np.ndarray], input_size: tuple[int, int],
     device: torch.device | str = "cpu", flips: Sequence[tuple[int, ...]] = TTA_FLIPS,
 ) -> list[np.ndarray]:
-    """Skull probability maps at each image's own size, from one batched forward pass."""
-    if not images:
-        return []
-    batch = torch.stack([prepare_input(img, input_size) for img in images]).to(device)
-    logits = predict_logits(net, batch, flips).cpu()
-    return [logits_to_full_size(logits[i], img.shape[:2]) for i, img in enumerate(images)]
+    """Skull probability maps (mean over flips) at each image's own size."""
+    return [s.prob for s in segment_with_members(net, images, input_size, device, flips)]
+
+
+def with_agreement(bio: Biometry, members: Sequence[np.ndarray], spacing: tuple[float, float]) -> Biometry:
+    """Add the spread of HC over the flipped copies; flag ``unstable`` beyond MAX_TTA_SPREAD.
+
+    The spread also lowers the quality score: a head the network sees differently when the image
+    is mirrored is a head to look at again.
+    """
+    if not members:
+        return bio
+    hcs = [bio.hc_mm]
+    for prob in members:
+        try:
+            hcs.append(measure_head(prob, *spacing).hc_mm)
+        except MeasurementError:
+            hcs.append(float("inf"))
+    spread = max(hcs) - min(hcs)
+    relative = spread / bio.hc_mm
+    flags = bio.flags + (("unstable",) if relative > MAX_TTA_SPREAD else ())
+    agreement = max(0.0, 1.0 - relative / (4 * MAX_TTA_SPREAD))
+    return dataclasses.replace(bio, tta_spread_mm=round(spread, 3) if np.isfinite(spread) else None,
+                               quality=round(bio.quality * agreement, 4), flags=flags)
 
 
 def measure_images(
@@ -57,11 +110,10 @@ def measure_images(
             results[i] = MeasurementError("the image is blank (no contrast to segment)", reason="blank_image")
         else:
             todo.append(i)
-    probs = segment_images(net, [images[i] for i in todo], input_size, device)
-    for i, prob in zip(todo, probs):
-        sx, sy = spacings_mm[i]
+    segmentations = segment_with_members(net, [images[i] for i in todo], input_size, device)
+    for i, seg in zip(todo, segmentations):
         try:
-            results[i] = measure_head(prob, sx, sy)
+            results[i] = with_agreement(measure_head(seg.prob, *spacings_mm[i]), seg.members, spacings_mm[i])
         except Exception as exc:  # noqa: BLE001 - returned per image, raised by the caller
             results[i] = exc
     return [r for r in results if r is not None]

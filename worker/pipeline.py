@@ -131,7 +131,8 @@ def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
         row.update({
             "center_x_mm": e.cx, "center_y_mm": e.cy, "semi_axis_a_mm": e.a, "semi_axis_b_mm": e.b,
             "angle_rad": e.angle, "hc_mm": round(bio.hc_mm, 2), "bpd_mm": round(bio.bpd_mm, 2),
-            "ofd_mm": round(bio.ofd_mm, 2), "quality": bio.quality, "flags": ",".join(bio.flags) or None,
+            "ofd_mm": round(bio.ofd_mm, 2), "quality": bio.quality, "hc_tta_spread_mm": bio.tta_spread_mm,
+            "flags": ",".join(bio.flags) or None,
             "status": (MeasurementStatus.NEEDS_REVIEW if bio.needs_review else MeasurementStatus.MEASURED).value,
             "reason": None, "detail": None,
         })

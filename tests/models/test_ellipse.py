@@ -91,3 +91,27 @@ def test_implausible_size_is_flagged() -> None:
     truth = Ellipse.make(200, 150, 40, 30, 0.0)
     bio = measure_head(truth.filled_mask((300, 400)).astype(np.float32), 0.1, 0.1)  # HC about 22 mm
     assert "implausible_hc" in bio.flags
+
+
+def test_head_partly_outside_the_image_is_measured_on_its_visible_skull() -> None:
+    # The right end of the head leaves the picture: the image edge must not be fitted as skull.
+    truth = Ellipse.make(700, 270, 160, 120, 0.1)
+    bio = measure_head(truth.filled_mask((540, 800)).astype(np.float32), 0.15, 0.15)
+    assert bio.hc_mm == pytest.approx(truth.perimeter * 0.15, rel=0.005)
+    assert "cut_by_border" not in bio.flags  # most of the outline is visible
+
+
+def test_flip_disagreement_flags_unstable_and_lowers_quality() -> None:
+    from models.segment import with_agreement
+
+    shape, spacing = (300, 400), (0.2, 0.2)
+    main = Ellipse.make(200, 150, 100, 80, 0.0).filled_mask(shape).astype(np.float32)
+    bio = measure_head(main, *spacing)
+    agreeing = with_agreement(bio, [main, main], spacing)
+    assert agreeing.tta_spread_mm == 0.0 and "unstable" not in agreeing.flags
+    assert agreeing.quality == bio.quality
+    smaller = Ellipse.make(200, 150, 90, 70, 0.0).filled_mask(shape).astype(np.float32)
+    disagreeing = with_agreement(bio, [main, smaller], spacing)
+    assert "unstable" in disagreeing.flags
+    assert disagreeing.tta_spread_mm == pytest.approx(bio.hc_mm - measure_head(smaller, *spacing).hc_mm, abs=1e-3)
+    assert disagreeing.quality < bio.quality
