@@ -4,11 +4,12 @@ No torch and no database here.
 """
 
 from dicom_io.errors import CalibrationError, DicomError, UnsupportedImageError
-from dicom_io.reader import iter_scans, read_scan
+from dicom_io.reader import iter_scans, read_header, read_scan
 from dicom_io.scan import Calibration, Scan, SpacingSource
-from dicom_io.writer import ScanIdentity, stable_uid, write_us_image
+from dicom_io.writer import Encoding, ScanIdentity, build_us_dataset, encode, stable_uid, write_us_image
 
 __all__ = [
-    "Calibration", "CalibrationError", "DicomError", "Scan", "ScanIdentity", "SpacingSource",
-    "UnsupportedImageError", "iter_scans", "read_scan", "stable_uid", "write_us_image",
+    "Calibration", "CalibrationError", "DicomError", "Encoding", "Scan", "ScanIdentity", "SpacingSource",
+    "UnsupportedImageError", "build_us_dataset", "encode", "iter_scans", "read_header", "read_scan", "stable_uid",
+    "write_us_image",
 ]

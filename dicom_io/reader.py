@@ -1,20 +1,34 @@
-"""Reading an ultrasound DICOM file into ``Scan`` values: checks, grey conversion, calibration, crop."""
+"""Reading an ultrasound DICOM file into ``Scan`` values: checks, grey conversion, calibration, crop.
+
+Only the header is parsed up front (``stop_before_pixels``); the pixel data is checked by walking its
+element and fragment headers, then decoded one frame at a time straight from the file, so a long cine
+never sits decoded in memory. Every failure is a ``DicomError`` with a short ``reason``:
+
+``missing_file`` ``not_dicom`` ``truncated`` ``corrupt_dicom`` ``not_ultrasound`` ``no_pixel_data``
+``absurd_dimensions`` ``unsupported_pixels`` ``doppler_only`` ``uncalibrated``
+``unsupported_transfer_syntax`` ``undecodable_pixels`` ``no_such_frame``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom import uid as pdu
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
-from dicom_io.calibration import resolve_calibration
+from dicom_io.calibration import resolve_calibrations
 from dicom_io.errors import DicomError, UnsupportedImageError
-from dicom_io.scan import Scan
+from dicom_io.scan import Calibration, Scan
 
 log = logging.getLogger(__name__)
 
@@ -26,92 +40,463 @@ US_MULTIFRAME_IMAGE_STORAGE_RETIRED = "1.2.840.10008.5.1.4.1.1.3"
 ULTRASOUND_SOP_CLASSES = frozenset({
     US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE, US_IMAGE_STORAGE_RETIRED, US_MULTIFRAME_IMAGE_STORAGE_RETIRED,
 })
-# Protects worker memory from absurd headers: 4096 x 4096 pixels per frame, 2000 frames.
+# Protects worker memory from absurd headers: at most 4096 x 4096 pixels a frame, 2000 frames,
+# and at least MIN_SIDE_PX on each side (smaller cannot hold a measurable head).
 MAX_FRAME_PIXELS = 4096 * 4096
+MAX_SIDE_PX = 8192
+MIN_SIDE_PX = 32
 MAX_FRAMES = 2000
+# Walking the fragments of encapsulated pixel data stops here (a cine has one or a few per frame).
+MAX_FRAGMENTS = 100_000
+
+# Pinned decoder plugin per compressed transfer syntax (all from pylibjpeg, pinned in pyproject.toml):
+# pylibjpeg-libjpeg (JPEG baseline/extended/lossless, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000, HTJ2K),
+# pylibjpeg-rle (RLE Lossless). No plugin reaches for the network.
+DECODER_PLUGINS: dict[str, str] = {
+    **{str(ts): "pylibjpeg" for ts in pdu.JPEGTransferSyntaxes},
+    **{str(ts): "pylibjpeg" for ts in pdu.JPEGLSTransferSyntaxes},
+    **{str(ts): "pylibjpeg" for ts in pdu.JPEG2000TransferSyntaxes},
+    str(pdu.RLELossless): "pylibjpeg",
+}
+NATIVE_SYNTAXES = frozenset({
+    str(pdu.ImplicitVRLittleEndian), str(pdu.ExplicitVRLittleEndian), str(pdu.ExplicitVRBigEndian),
+    str(pdu.DeflatedExplicitVRLittleEndian),
+})
+# Bits of the (0008,0008) Image Type value 4 of US images (PS3.3 C.8.5.6.1.1), hexadecimal.
+US_TYPE_2D = 0x0001
+US_TYPE_DOPPLER_OR_M_MODE = 0x0002 | 0x0004 | 0x0008 | 0x0020  # M-mode, CW, PW, colour M-mode
+
+# Parse failures pydicom (and the decoders under it) raise on malformed input.
+PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError,
+    struct.error, NotImplementedError, RuntimeError, ZeroDivisionError, MemoryError, RecursionError,
+    BytesLengthException, InvalidDicomError,
+)
+PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"UC", b"UR", b"SQ", b"SV", b"UV"}
+
+
+@dataclass(frozen=True)
+class PixelDataInfo:
+    """Where (7FE0,0010) Pixel Data lies in the file, found without reading it.
+
+    ``offset``: byte offset of the value; ``length``: its length (None when undefined, i.e.
+    encapsulated); ``fragments``: encapsulated items after the Basic Offset Table.
+    """
+
+    offset: int
+    length: int | None
+    fragments: int = 0
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed header (no pixel data), its transfer syntax and where its pixels are."""
+
+    dataset: Dataset
+    transfer_syntax: pdu.UID
+    pixels: PixelDataInfo | None
+    file_size: int
+
+
+# -- parsing -----------------------------------------------------------------------------------------------
+
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """A DICOM dataset without the 128-byte preamble: starts with a group 0002 or 0008 tag."""
+    if len(head) < 8:
+        return False
+    group_le, group_be = struct.unpack("<H", head[:2])[0], struct.unpack(">H", head[:2])[0]
+    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
 def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> Dataset:
-    """Parse a DICOM file, translating every parse failure into ``DicomError``."""
+    """Parse a DICOM file, translating every parse failure into ``DicomError``.
+
+    ``stop_before_pixels=False`` reads the pixel data into memory: only for small files and tools;
+    the measuring path uses ``read_header`` and decodes frame by frame.
+    """
     path = Path(path)
+    size = _check_file(path)
+    if stop_before_pixels:
+        with open(path, "rb") as f:
+            return _parse(f, path, size)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(path)
     except InvalidDicomError as exc:
         raise DicomError(f"{path.name} is not a DICOM file (no DICM preamble): {exc}", reason="not_dicom") from exc
-    except FileNotFoundError as exc:
-        raise DicomError(f"{path} does not exist", reason="missing_file") from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+    except PARSE_ERRORS as exc:
         raise DicomError(f"{path.name} cannot be parsed as DICOM ({type(exc).__name__}: {exc})",
                          reason="corrupt_dicom") from exc
 
 
-def check_ultrasound(ds: Dataset) -> None:
-    """Raise ``UnsupportedImageError`` unless ``ds`` is a B-mode ultrasound image with pixels."""
-    sop_class = str(ds.get("SOPClassUID", ""))
-    modality = str(ds.get("Modality", ""))
+def _check_file(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as exc:
+        raise DicomError(f"{path} does not exist", reason="missing_file") from exc
+    except OSError as exc:
+        raise DicomError(f"{path} cannot be read: {exc}", reason="missing_file") from exc
+    if size == 0:
+        raise DicomError(f"{path.name} is empty (0 bytes): not a DICOM file", reason="not_dicom")
+    return size
+
+
+def _parse(f: BinaryIO, path: Path, size: int) -> Dataset:
+    """The dataset up to (not including) the pixel data; ``f`` is left at the pixel data tag."""
+    head = f.read(132)
+    f.seek(0)
+    force = False
+    if not (len(head) >= 132 and head[128:132] == b"DICM"):
+        if not _looks_like_raw_dataset(head):
+            raise DicomError(f"{path.name} is not a DICOM file: no 'DICM' prefix at byte 128 and no DICOM "
+                             "tag at its start", reason="not_dicom")
+        force = True  # an old file written without the preamble: parse the dataset that is there
+    try:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=force)
+    except InvalidDicomError as exc:
+        raise DicomError(f"{path.name} is not a DICOM file: {exc}", reason="not_dicom") from exc
+    except PARSE_ERRORS as exc:
+        where = f.tell() if not f.closed else size
+        if isinstance(exc, EOFError) or where >= size:
+            raise DicomError(f"{path.name} is truncated: the header ends at byte {size} inside an element "
+                             f"({type(exc).__name__}: {exc}); fetch the file again", reason="truncated") from exc
+        raise DicomError(f"{path.name} cannot be parsed as DICOM ({type(exc).__name__}: {exc})",
+                         reason="corrupt_dicom") from exc
+    if force and "SOPClassUID" not in ds and "Rows" not in ds:
+        raise DicomError(f"{path.name} is not a DICOM file: no 'DICM' prefix and no image attributes",
+                         reason="not_dicom")
+    return ds
+
+
+def _transfer_syntax(ds: Dataset) -> pdu.UID:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return pdu.UID(str(ts).strip("\x00 "))
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit:
+        return pdu.ImplicitVRLittleEndian
+    return pdu.ExplicitVRLittleEndian if little in (True, None) else pdu.ExplicitVRBigEndian
+
+
+def _last_element_short(ds: Dataset) -> bool:
+    """The last top-level element holds fewer bytes than its length says (the file stops inside it)."""
+    tags = list(ds.keys())
+    if not tags:
+        return False
+    raw = ds._dict.get(tags[-1])  # a RawDataElement until first accessed: length and bytes as read
+    length, value = getattr(raw, "length", None), getattr(raw, "value", None)
+    return isinstance(length, int) and length != 0xFFFFFFFF and isinstance(value, bytes) and len(value) < length
+
+
+def _locate_pixels(f: BinaryIO, ts: pdu.UID, path: Path, size: int) -> PixelDataInfo | None:
+    """Read the pixel data element's header at ``f``'s position; walk fragments when encapsulated."""
+    start = f.tell()
+    little = ts.is_little_endian
+    end = "<" if little else ">"
+    tag_bytes = f.read(4)
+    if len(tag_bytes) < 4:
+        return None
+    group, elem = struct.unpack(end + "HH", tag_bytes)
+    tag = (group << 16) | elem
+    if tag not in PIXEL_TAGS:
+        return None
+    if tag != 0x7FE00010:
+        raise UnsupportedImageError(f"the instance holds {PIXEL_TAGS[tag]} (float pixels), not ultrasound "
+                                    "(7FE0,0010) Pixel Data", reason="unsupported_pixels")
+    if ts.is_implicit_VR:
+        raw = f.read(4)
+        header = 8
+        if len(raw) < 4:
+            raise DicomError(f"{path.name} is truncated inside the Pixel Data header", reason="truncated")
+        (length,) = struct.unpack(end + "L", raw)
+    else:
+        vr = f.read(2)
+        if vr in _LONG_VRS:
+            f.read(2)
+            raw, header, fmt = f.read(4), 12, "L"
+        else:
+            raw, header, fmt = f.read(2), 8, "H"
+        if len(raw) < struct.calcsize("<" + fmt):
+            raise DicomError(f"{path.name} is truncated inside the Pixel Data header", reason="truncated")
+        (length,) = struct.unpack(end + fmt, raw)
+    offset = start + header
+    if length != 0xFFFFFFFF:
+        if offset + length > size:
+            raise DicomError(f"{path.name} is truncated: Pixel Data needs {length} bytes from byte {offset}, "
+                             f"the file ends at {size}; fetch the file again", reason="truncated")
+        return PixelDataInfo(offset, length)
+    # Encapsulated (PS3.5 A.4): items (FFFE,E000) each with a 4-byte length, then (FFFE,E0DD).
+    f.seek(offset)
+    items = 0
+    while items <= MAX_FRAGMENTS:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise DicomError(f"{path.name} is truncated: the encapsulated Pixel Data stops after {items} items "
+                             "without its Sequence Delimitation Item; fetch the file again", reason="truncated")
+        group, elem, item_length = struct.unpack("<HHL", raw)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return PixelDataInfo(offset, None, max(items - 1, 0))
+        if (group, elem) != (0xFFFE, 0xE000) or item_length == 0xFFFFFFFF:
+            raise DicomError(f"{path.name}: encapsulated Pixel Data is malformed at byte {f.tell() - 8} "
+                             f"(tag ({group:04X},{elem:04X}))", reason="corrupt_dicom")
+        if f.tell() + item_length > size:
+            raise DicomError(f"{path.name} is truncated inside pixel data fragment {items}; fetch the file "
+                             "again", reason="truncated")
+        f.seek(item_length, 1)
+        items += 1
+    raise UnsupportedImageError(f"{path.name}: more than {MAX_FRAGMENTS} pixel data fragments",
+                                reason="absurd_dimensions")
+
+
+def read_header(path: str | Path) -> Header:
+    """Parse the header of ``path`` and locate its pixel data without reading it.
+
+    Raises:
+        DicomError: reasons ``missing_file``, ``not_dicom``, ``truncated``, ``corrupt_dicom``.
+    """
+    path = Path(path)
+    size = _check_file(path)
+    with open(path, "rb") as f:
+        ds = _parse(f, path, size)
+        try:
+            ts = _transfer_syntax(ds)
+        except PARSE_ERRORS as exc:
+            raise DicomError(f"{path.name}: unreadable (0002,0010) Transfer Syntax UID ({exc})",
+                             reason="corrupt_dicom") from exc
+        try:
+            ts.is_little_endian  # noqa: B018 - raises for a UID that is no transfer syntax pydicom knows
+        except ValueError as exc:
+            raise DicomError(f"{path.name}: (0002,0010) Transfer Syntax UID {str(ts)[:64]!r} is not a transfer "
+                             "syntax fetalhc can read", reason="unsupported_transfer_syntax") from exc
+        if ts == pdu.DeflatedExplicitVRLittleEndian:
+            return _deflated_header(path, ts, size)
+        pixels = _locate_pixels(f, ts, path, size)
+    if pixels is None and _last_element_short(ds):
+        raise DicomError(f"{path.name} is truncated: its last element is cut short and there is no pixel data; "
+                         "fetch the file again", reason="truncated")
+    return Header(ds, ts, pixels, size)
+
+
+def _deflated_header(path: Path, ts: pdu.UID, size: int) -> Header:
+    """Deflated files cannot be seeked into: read them whole (they are small still images in practice)."""
+    try:
+        ds = pydicom.dcmread(path)
+    except PARSE_ERRORS as exc:
+        raise DicomError(f"{path.name}: deflated dataset cannot be inflated ({type(exc).__name__}: {exc})",
+                         reason="corrupt_dicom") from exc
+    return Header(ds, ts, PixelDataInfo(0, None) if "PixelData" in ds else None, size)
+
+
+# -- checks ------------------------------------------------------------------------------------------------
+
+def _number(ds: Dataset, keyword: str, default: int) -> int:
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        return default
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{keyword} is {value!r}")
+    return int(number)
+
+
+def frame_count(ds: Dataset) -> int:
+    """(0028,0008) Number of Frames, 1 when absent."""
+    return _number(ds, "NumberOfFrames", 1) or 1
+
+
+def check_ultrasound(ds: Dataset, pixels: PixelDataInfo | None = None, located: bool = False) -> None:
+    """Raise ``UnsupportedImageError`` unless ``ds`` is a B-mode ultrasound image with sane pixels.
+
+    ``located``: ``pixels`` came from ``read_header`` (None then means no Pixel Data element).
+    """
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip("\x00 ")
+    modality = str(ds.get("Modality", "") or "")
     if sop_class not in ULTRASOUND_SOP_CLASSES:
-        name = getattr(ds.get("SOPClassUID"), "name", sop_class) or "unknown"
+        name = pdu.UID(sop_class).name if sop_class else "none"
         raise UnsupportedImageError(
             f"not an ultrasound image: SOP Class {name} (modality {modality or 'unknown'}); "
             "fetalhc measures US Image Storage and US Multi-frame Image Storage only",
             reason="not_ultrasound",
         )
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        raise UnsupportedImageError("the instance has no (7FE0,0010) Pixel Data", reason="no_pixel_data")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if rows <= 0 or cols <= 0 or rows * cols > MAX_FRAME_PIXELS or frames > MAX_FRAMES or frames < 1:
+    has_pixels = pixels is not None if located else ("PixelData" in ds)
+    if not has_pixels:
+        raise UnsupportedImageError("the instance has no (7FE0,0010) Pixel Data: nothing to measure",
+                                    reason="no_pixel_data")
+    try:
+        rows, cols = _number(ds, "Rows", 0), _number(ds, "Columns", 0)
+        frames = frame_count(ds)
+        samples = _number(ds, "SamplesPerPixel", 1)
+        bits = _number(ds, "BitsAllocated", 8)
+        stored = _number(ds, "BitsStored", bits)
+    except PARSE_ERRORS as exc:
+        raise DicomError(f"image pixel attributes are unreadable ({exc})", reason="corrupt_dicom") from exc
+    if (not (MIN_SIDE_PX <= rows <= MAX_SIDE_PX and MIN_SIDE_PX <= cols <= MAX_SIDE_PX)
+            or rows * cols > MAX_FRAME_PIXELS or not 1 <= frames <= MAX_FRAMES):
         raise UnsupportedImageError(
-            f"absurd image dimensions {rows}x{cols}x{frames} frames (limit {MAX_FRAME_PIXELS} pixels a frame, "
-            f"{MAX_FRAMES} frames)", reason="absurd_dimensions",
+            f"absurd image dimensions {rows}x{cols} pixels x {frames} frames (limits: {MIN_SIDE_PX}..{MAX_SIDE_PX} "
+            f"pixels a side, {MAX_FRAME_PIXELS} pixels a frame, {MAX_FRAMES} frames)", reason="absurd_dimensions",
         )
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
+    if samples not in (1, 3) or bits not in (8, 16) or not 1 <= stored <= bits:
+        raise UnsupportedImageError(
+            f"unsupported pixel layout: {samples} samples of {stored}/{bits} bits ({photometric or 'no photometric'}); "
+            "fetalhc reads 8- or 16-bit grey, palette or colour images", reason="unsupported_pixels")
+    if pixels is not None and pixels.length is not None:
+        needed = rows * cols * samples * (bits // 8) * frames
+        if photometric == "YBR_FULL_422":
+            needed = needed * 2 // 3
+        if pixels.length < needed:
+            raise DicomError(f"Pixel Data holds {pixels.length} bytes, the header's {rows}x{cols}x{frames} frames "
+                             f"need {needed}", reason="corrupt_dicom")
+    if pixels is not None and pixels.length is None and 0 < pixels.fragments < frames:
+        raise DicomError(f"encapsulated Pixel Data holds {pixels.fragments} fragments for {frames} frames",
+                         reason="corrupt_dicom")
+    _check_image_type(ds)
+
+
+def _check_image_type(ds: Dataset) -> None:
+    """Refuse a US image whose (0008,0008) Image Type value 4 says M-mode/Doppler without 2D imaging.
+
+    Only used when the image has no (0018,6011) regions (regions, where present, decide).
+    """
+    if "SequenceOfUltrasoundRegions" in ds:
+        return
+    try:
+        values = list(ds.get("ImageType", []) or [])
+        mask = int(str(values[3]), 16) if len(values) > 3 else 0
+    except (ValueError, TypeError, IndexError):
+        return
+    if mask and not mask & US_TYPE_2D and mask & US_TYPE_DOPPLER_OR_M_MODE:
+        raise UnsupportedImageError(
+            f"(0008,0008) Image Type value 4 '{values[3]}' marks an M-mode/Doppler image without 2-D imaging: "
+            "there is no B-mode head to measure", reason="doppler_only")
+
+
+# -- pixels ------------------------------------------------------------------------------------------------
+
+def _is_little_endian(ds: Dataset) -> bool:
+    try:
+        return _transfer_syntax(ds).is_little_endian
+    except PARSE_ERRORS:
+        return True
+
+
+def apply_palette(index: np.ndarray, ds: Dataset) -> np.ndarray:
+    """RGB from PALETTE COLOR indices via (0028,1101-1103) descriptors and (0028,1201-1203) data.
+
+    Unlike ``pydicom.pixels.apply_color_lut`` (pydicom 3.0), 16-bit LUT data of big-endian files is
+    read big-endian. Segmented LUTs (0028,1221-1223) are left to pydicom, which handles their endianness.
+    """
+    if "SegmentedRedPaletteColorLookupTableData" in ds and "RedPaletteColorLookupTableData" not in ds:
+        from pydicom.pixels import apply_color_lut
+
+        return apply_color_lut(index, ds)
+    channels = []
+    for colour in ("Red", "Green", "Blue"):
+        descriptor = ds[f"{colour}PaletteColorLookupTableDescriptor"].value
+        data = ds[f"{colour}PaletteColorLookupTableData"].value
+        entries = int(descriptor[0]) or 65536
+        first = int(descriptor[1])
+        width = len(data) // entries if entries else 0
+        if width not in (1, 2):
+            raise ValueError(f"{colour} palette holds {len(data)} bytes for {entries} entries")
+        dtype = np.dtype("u1") if width == 1 else np.dtype("<u2" if _is_little_endian(ds) else ">u2")
+        lut = np.frombuffer(data[: entries * width], dtype=dtype).astype(np.uint16)
+        channels.append(lut[np.clip(index.astype(np.int64) - first, 0, entries - 1)])
+    return np.stack(channels, axis=-1)
+
+
+def _scale_to_uint8(values: np.ndarray, top: float) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float32) * (255.0 / max(top, 1.0))), 0, 255).astype(np.uint8)
 
 
 def to_grey(frame: np.ndarray, ds: Dataset) -> np.ndarray:
-    """One frame as grey pixels (rows, cols): colour converted to luminance, MONOCHROME1 inverted."""
-    from pydicom.pixels import apply_color_lut, convert_color_space
+    """One decoded frame as grey uint8 pixels (rows, cols).
 
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    if photometric == "PALETTE COLOR":
-        frame = apply_color_lut(frame, ds)
-        photometric = "RGB"
-    if photometric.startswith("YBR") and frame.ndim == 3:
-        # pydicom converts YBR_FULL(_422) to RGB when decoding JPEG; raw YBR needs the conversion.
-        frame = convert_color_space(frame, photometric, "RGB") if photometric in ("YBR_FULL", "YBR_FULL_422") else frame
-        photometric = "RGB"
+    Colour (RGB; YBR_* which pydicom decodes to RGB; PALETTE COLOR through its LUT) becomes ITU-R BT.601
+    luma. Grey: MONOCHROME1 is inverted; 8-bit grey is kept as is (so a written image reads back
+    identical); deeper or signed grey is stretched from its frame minimum to maximum.
+    """
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip()
+    if photometric == "PALETTE COLOR" and frame.ndim == 2:
+        frame = apply_palette(frame, ds)
     if frame.ndim == 3:
         rgb = frame[..., :3].astype(np.float32)
-        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
-        top = float(np.iinfo(frame.dtype).max) if np.issubdtype(frame.dtype, np.integer) else float(grey.max() or 1)
-        return np.clip(grey / top * 255.0, 0, 255).astype(np.uint8)
+        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if photometric == "PALETTE COLOR":
+            top = 255.0 if frame.max() <= 255 else 65535.0
+        elif frame.dtype == np.uint8:
+            top = 255.0
+        else:
+            top = float((1 << _number(ds, "BitsStored", 16)) - 1)
+        return _scale_to_uint8(grey, top)
     if frame.ndim != 2:
         raise UnsupportedImageError(f"unexpected pixel array shape {frame.shape}", reason="unsupported_pixels")
+    stored = _number(ds, "BitsStored", 8)
+    if frame.dtype == np.uint8 and stored <= 8:
+        grey8 = frame
+        if photometric == "MONOCHROME1":
+            grey8 = ((1 << stored) - 1 - frame.astype(np.int16)).clip(0, 255).astype(np.uint8)
+        return grey8
+    values = frame.astype(np.float64)
     if photometric == "MONOCHROME1":
-        bits = int(ds.get("BitsStored", 8) or 8)
-        top = (1 << bits) - 1 if np.issubdtype(frame.dtype, np.unsignedinteger) else int(frame.max())
-        frame = top - frame.astype(np.int64)
-    return frame
+        values = -values
+    low, high = float(values.min()), float(values.max())
+    return _scale_to_uint8(values - low, high - low)
 
 
-def frame_count(ds: Dataset) -> int:
-    """(0028,0008) Number of Frames, 1 when absent."""
-    return int(ds.get("NumberOfFrames", 1) or 1)
+def _decode_error(exc: BaseException, ts: pdu.UID, path: Path) -> DicomError:
+    name = ts.name if ts.is_valid else str(ts)
+    if isinstance(exc, NotImplementedError) or (str(ts) not in DECODER_PLUGINS and str(ts) not in NATIVE_SYNTAXES):
+        return DicomError(f"{path.name}: transfer syntax {name} cannot be decoded by fetalhc's pinned plugins "
+                          f"({exc}); convert it to an uncompressed or JPEG/JPEG-LS/JPEG 2000/RLE syntax",
+                          reason="unsupported_transfer_syntax")
+    return DicomError(f"{path.name}: pixel data cannot be decoded (transfer syntax {name}, "
+                      f"{type(exc).__name__}: {exc})", reason="undecodable_pixels")
 
 
-def read_frame(path: str | Path, ds: Dataset, index: int) -> np.ndarray:
+def iter_frames(path: str | Path, header: Header, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode the 0-based frames ``indices`` one at a time, reading only their bytes from the file.
+
+    Yields (index, array) in ascending index order; arrays are as pydicom returns them (YBR converted to RGB).
+    """
+    from pydicom.pixels import iter_pixels
+
+    path = Path(path)
+    ts = header.transfer_syntax
+    wanted = sorted(set(indices))
+    if str(ts) not in DECODER_PLUGINS and str(ts) not in NATIVE_SYNTAXES:
+        raise _decode_error(NotImplementedError("no decoder"), ts, path)
+    kwargs: dict[str, object] = {"transfer_syntax_uid": ts}
+    if str(ts) in DECODER_PLUGINS:
+        kwargs["decoding_plugin"] = DECODER_PLUGINS[str(ts)]
+    source: str | Dataset = str(path) if ts != pdu.DeflatedExplicitVRLittleEndian else header.dataset
+    if isinstance(source, Dataset):
+        kwargs.pop("transfer_syntax_uid")
+    frames = iter_pixels(source, indices=wanted, **kwargs)  # type: ignore[arg-type]
+    for index in wanted:
+        try:
+            array = next(frames)
+        except StopIteration:
+            raise DicomError(f"{path.name}: frame {index + 1} is missing from the pixel data",
+                             reason="corrupt_dicom") from None
+        except DicomError:
+            raise
+        except PARSE_ERRORS as exc:
+            raise _decode_error(exc, ts, path) from exc
+        yield index, array
+
+
+def read_frame(path: str | Path, ds: Dataset | Header, index: int) -> np.ndarray:
     """Decode one frame (0-based) without decoding the whole cine."""
-    from pydicom.pixels import pixel_array
+    header = ds if isinstance(ds, Header) else read_header(path)
+    for _, array in iter_frames(path, header, [index]):
+        return array
+    raise DicomError(f"frame {index + 1} is missing", reason="corrupt_dicom")
 
-    try:
-        if frame_count(ds) == 1:
-            return ds.pixel_array
-        return pixel_array(str(path), index=index)
-    except (ValueError, NotImplementedError, RuntimeError, EOFError, OSError, KeyError, TypeError, IndexError,
-            AttributeError) as exc:
-        syntax = getattr(ds.file_meta, "TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
-        raise DicomError(f"pixel data cannot be decoded (transfer syntax {getattr(syntax, 'name', syntax)}): {exc}",
-                         reason="undecodable_pixels") from exc
 
+# -- scans -------------------------------------------------------------------------------------------------
 
 def parse_date(value: object) -> dt.date | None:
     """A DICOM DA value (YYYYMMDD) as a date, None when absent or malformed."""
@@ -125,12 +510,13 @@ def parse_date(value: object) -> dt.date | None:
 
 def representative_frame(ds: Dataset) -> int | None:
     """(0028,6010) Representative Frame Number (1-based), when present and valid."""
-    value = ds.get("RepresentativeFrameNumber")
     try:
-        number = int(value) if value is not None else None
-    except (TypeError, ValueError):
+        value = ds.get("RepresentativeFrameNumber")
+        number = int(value) if value is not None and value != "" else None
+        total = frame_count(ds)
+    except PARSE_ERRORS:
         return None
-    return number if number is not None and 1 <= number <= frame_count(ds) else None
+    return number if number is not None and 1 <= number <= total else None
 
 
 def frames_to_measure(ds: Dataset) -> list[int]:
@@ -139,48 +525,91 @@ def frames_to_measure(ds: Dataset) -> list[int]:
     return [chosen] if chosen else list(range(1, frame_count(ds) + 1))
 
 
+def _text(ds: Dataset, keyword: str) -> str:
+    try:
+        return str(ds.get(keyword, "") or "").strip("\x00 ")
+    except PARSE_ERRORS:
+        return ""
+
+
+def _identity(ds: Dataset) -> dict[str, object]:
+    """Identity attributes copied to every Scan (each read defensively: bad values become blank)."""
+    def date(keyword: str) -> dt.date | None:
+        try:
+            return parse_date(ds.get(keyword))
+        except PARSE_ERRORS:
+            return None
+
+    return {
+        "sop_instance_uid": _text(ds, "SOPInstanceUID"), "sop_class_uid": _text(ds, "SOPClassUID"),
+        "series_instance_uid": _text(ds, "SeriesInstanceUID"), "study_instance_uid": _text(ds, "StudyInstanceUID"),
+        "accession_number": _text(ds, "AccessionNumber"), "patient_id": _text(ds, "PatientID"),
+        "study_date": date("StudyDate"), "last_menstrual_date": date("LastMenstrualDate"),
+        "manufacturer": _text(ds, "Manufacturer"),
+    }
+
+
+def _prepare(path: Path) -> tuple[Header, list[Calibration], int, int, int]:
+    header = read_header(path)
+    ds = header.dataset
+    try:
+        check_ultrasound(ds, header.pixels, located=True)
+        rows, cols, total = _number(ds, "Rows", 0), _number(ds, "Columns", 0), frame_count(ds)
+        calibrations = resolve_calibrations(ds, rows, cols)
+    except DicomError:
+        raise
+    except PARSE_ERRORS as exc:
+        raise DicomError(f"{path.name}: header attributes are unreadable ({type(exc).__name__}: {exc})",
+                         reason="corrupt_dicom") from exc
+    return header, calibrations, rows, cols, total
+
+
 def iter_scans(path: str | Path, frames: list[int] | None = None) -> Iterator[Scan]:
-    """Yield one ``Scan`` per frame to measure (see ``frames_to_measure``), reading lazily.
+    """Yield one ``Scan`` per (frame, usable region), reading and decoding one frame at a time.
+
+    Frames: ``frames`` (1-based) when given, else (0028,6010) Representative Frame Number when present,
+    else every frame. Regions: every usable 2-D tissue region (largest first), each Scan cropped to its
+    region with ``calibration.region`` saying which; with Pixel Spacing only, the whole frame. The
+    caller measures each and keeps the best by quality: that picks the frame and the region holding
+    the head.
 
     Raises:
-        DicomError (or a subclass): the file cannot be read, is not ultrasound, or is uncalibrated.
+        DicomError (or a subclass): the file cannot be read, is not a measurable ultrasound image, or
+        is uncalibrated (see the module docstring for the reasons).
     """
     path = Path(path)
-    ds = read_dataset(path)
-    check_ultrasound(ds)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    calibration = resolve_calibration(ds, rows, cols)
-    total = frame_count(ds)
-    for number in frames or frames_to_measure(ds):
-        grey = to_grey(read_frame(path, ds, number - 1), ds)
+    header, calibrations, rows, cols, total = _prepare(path)
+    ds = header.dataset
+    numbers = list(frames) if frames else frames_to_measure(ds)
+    bad = [n for n in numbers if not 1 <= n <= total]
+    if bad:
+        raise DicomError(f"{path.name} has {total} frame(s); frame(s) {bad} do not exist", reason="no_such_frame")
+    identity = _identity(ds)
+    if not identity["sop_instance_uid"]:
+        raise DicomError(f"{path.name} has no (0008,0018) SOP Instance UID", reason="corrupt_dicom")
+    for index, array in iter_frames(path, header, [n - 1 for n in numbers]):
+        try:
+            grey = to_grey(array, ds)
+        except DicomError:
+            raise
+        except PARSE_ERRORS as exc:
+            raise DicomError(f"{path.name}: frame {index + 1} cannot be converted to grey ({exc})",
+                             reason="undecodable_pixels") from exc
         if grey.shape != (rows, cols):
             raise DicomError(f"decoded frame is {grey.shape}, header says {rows}x{cols}", reason="corrupt_dicom")
-        origin = (0, 0)
-        if calibration.region is not None:
-            x0, y0, x1, y1 = calibration.region
-            grey = grey[y0 : y1 + 1, x0 : x1 + 1]
-            origin = (x0, y0)
-        try:
-            yield Scan(
-                pixels=np.ascontiguousarray(grey),
-                calibration=calibration,
-                sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-                sop_class_uid=str(ds.get("SOPClassUID", "")),
-                series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-                study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-                accession_number=str(ds.get("AccessionNumber", "") or ""),
-                patient_id=str(ds.get("PatientID", "") or ""),
-                study_date=parse_date(ds.get("StudyDate")),
-                last_menstrual_date=parse_date(ds.get("LastMenstrualDate")),
-                frame=number,
-                frames_in_instance=total,
-                origin_xy=origin,
-                manufacturer=str(ds.get("Manufacturer", "") or ""),
-            )
-        except ValueError as exc:
-            raise UnsupportedImageError(f"cannot measure this image: {exc}", reason="unsupported_image") from exc
+        for calibration in calibrations:
+            crop, origin = grey, (0, 0)
+            if calibration.region is not None:
+                x0, y0, x1, y1 = calibration.region
+                crop, origin = grey[y0 : y1 + 1, x0 : x1 + 1], (x0, y0)
+            try:
+                scan = Scan(pixels=np.ascontiguousarray(crop), calibration=calibration, frame=index + 1,
+                            frames_in_instance=total, origin_xy=origin, **identity)  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise UnsupportedImageError(f"cannot measure this image: {exc}", reason="unsupported_image") from exc
+            yield scan
 
 
 def read_scan(path: str | Path, frame: int | None = None) -> Scan:
-    """The first frame to measure of ``path`` (or the 1-based ``frame`` asked for)."""
+    """The first Scan to measure of ``path`` (or of the 1-based ``frame`` asked for)."""
     return next(iter_scans(path, [frame] if frame else None))

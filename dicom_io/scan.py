@@ -23,13 +23,15 @@ class Calibration:
     """Millimetres per pixel along x (columns) and y (rows), where it came from, and the crop.
 
     ``region``: (x0, y0, x1, y1) inclusive pixel bounds of the chosen ultrasound region in the
-    full frame, or None when the whole frame is used.
+    full frame, or None when the whole frame is used. ``notes``: what was ignored on the way
+    (e.g. a region whose bounds exceed the image), for the row's detail.
     """
 
     spacing_mm_x: float
     spacing_mm_y: float
     source: SpacingSource
     region: tuple[int, int, int, int] | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("spacing_mm_x", "spacing_mm_y"):
@@ -46,7 +48,7 @@ class Calibration:
 class Scan:
     """One grey ultrasound frame ready to segment, with the identity of its instance.
 
-    ``pixels``: 2-D array (rows, cols), already cropped to ``calibration.region`` when there is
+    ``pixels``: 2-D uint8 array (rows, cols), already cropped to ``calibration.region`` when there is
     one; ``origin_xy``: where that crop starts in the full frame (pixels). ``frame``: 1-based
     frame number in the instance (1 for single-frame images).
     """

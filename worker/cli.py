@@ -231,6 +231,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_hc18(args: argparse.Namespace) -> int:
+    """Write HC18 PNGs (with their CSV pixel size) as US Image Storage files, as a scanner would."""
+    from worker.convert_hc18 import convert_hc18
+
+    study_date = dt.date.fromisoformat(args.study_date) if args.study_date else None
+    converted = convert_hc18(Path(args.src), Path(args.out), jpeg=args.jpeg, study_date=study_date,
+                             lmp_days=args.lmp_days, lmp_from_hc=args.lmp_from_hc, limit=args.limit,
+                             margin_px=args.margin)
+    if args.json:
+        for scan in converted:
+            _print_json({"name": scan.name, "path": scan.path, "pixel_size_mm": scan.pixel_size_mm,
+                         "hc_mm": scan.hc_mm, "region": list(scan.region)})
+    else:
+        print(f"converted {len(converted)} HC18 images to {args.out}"
+              + (" (JPEG baseline, YBR_FULL_422)" if args.jpeg else " (uncompressed)"))
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     """``db upgrade``: create or update the tables."""
     from db import upgrade
@@ -311,6 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="var/demo")
     p.add_argument("--hc18", default=None, help="HC18 folder (default ../shared/hc18 when present)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("convert-hc18", help="write HC18 PNGs as US Image Storage DICOM files")
+    p.add_argument("src", help="HC18 folder (with training_set/) or an image folder beside its pixel-size CSV")
+    p.add_argument("out", help="folder for the .dcm files")
+    p.add_argument("--jpeg", action="store_true", help="JPEG baseline, YBR_FULL_422 (lossy) as scanners write")
+    p.add_argument("--study-date", default=None, help="(0008,0020) Study Date, YYYY-MM-DD")
+    lmp = p.add_mutually_exclusive_group()
+    lmp.add_argument("--lmp-days", type=int, default=None,
+                     help="(0010,21D0) Last Menstrual Date this many days before the study date")
+    lmp.add_argument("--lmp-from-hc", action="store_true",
+                     help="Last Menstrual Date from each image's reference HC (Hadlock GA)")
+    p.add_argument("--limit", type=int, default=None, help="convert the first N images only")
+    p.add_argument("--margin", type=int, default=32, help="frame margin around the image in pixels (0: none)")
+    p.add_argument("--json", action="store_true", help="one JSON object per written file")
+    p.set_defaults(func=cmd_convert_hc18)
 
     p = sub.add_parser("db", help="database administration")
     p.add_argument("action", choices=("upgrade",))

@@ -134,7 +134,8 @@ def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
             "ofd_mm": round(bio.ofd_mm, 2), "quality": bio.quality, "hc_tta_spread_mm": bio.tta_spread_mm,
             "flags": ",".join(bio.flags) or None,
             "status": (MeasurementStatus.NEEDS_REVIEW if bio.needs_review else MeasurementStatus.MEASURED).value,
-            "reason": None, "detail": None,
+            # Calibration notes (e.g. a region ignored because its bounds exceed the image) travel with the row.
+            "reason": None, "detail": "; ".join(scan.calibration.notes) or None,
         })
         ga = ga_for_centile(item.ga_days_given, scan.last_menstrual_date, scan.study_date)
         row.update(growth_facts(bio.hc_mm, ga, ctx.settings.growth_standard).columns())
