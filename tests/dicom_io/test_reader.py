@@ -55,6 +55,18 @@ def test_variants_cover_the_photometrics_and_syntaxes_the_issue_lists(write: Wri
     assert seen_bits == {8, 16}
 
 
+@pytest.mark.parametrize("syntax", [pdu.RLELossless, pdu.JPEGBaseline8Bit, pdu.JPEGExtended12Bit, pdu.JPEGLossless,
+                                    pdu.JPEGLosslessSV1, pdu.JPEGLSLossless, pdu.JPEGLSNearLossless,
+                                    pdu.JPEG2000Lossless, pdu.JPEG2000])
+def test_decoder_plugin_is_pinned_and_installed(syntax: str) -> None:
+    from pydicom.pixels import get_decoder
+
+    from dicom_io.reader import DECODER_PLUGINS
+
+    assert DECODER_PLUGINS[syntax] == "pylibjpeg"
+    assert "pylibjpeg" in get_decoder(syntax).available_plugins
+
+
 def test_jpeg_baseline_ybr_full_422_written_like_a_scanner_reads_back(write: Writer) -> None:
     grey = grey_image()
     ds = encode(build_us_dataset(grey, SPACING_MM), "jpeg_baseline")
