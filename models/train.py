@@ -44,6 +44,7 @@ from models.train_config import TrainConfig, build_parser, config_from_args
 from models.weights import save_weights
 
 log = logging.getLogger(__name__)
+WARMUP = 0.03
 
 
 class LoadHC18d(MapTransform):
@@ -129,21 +130,45 @@ class Trainer:
         log.info("%s with %d parameters on %s", self.arch, count_parameters(self.net), self.device)
         self.loss_fn = DiceCELoss(sigmoid=True)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = cfg.epochs * max(len(self.loader), 1)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.05)
+        self.total_steps = cfg.epochs * max(len(self.loader), 1)
+        self.step = 0
+        self.elapsed_s = 0.0  # training time spent before this process (resume)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        if cfg.init_weights:
+            self._init_from(Path(cfg.init_weights))
         if cfg.resume:
             self._resume(Path(cfg.resume))
+
+    def _init_from(self, path: Path) -> None:
+        """Start from the network weights of an earlier run (a last.pt or a weights file)."""
+        blob = torch.load(path, map_location=self.device, weights_only=True)
+        state = blob.get("net") or blob["state_dict"]
+        self.net.load_state_dict({k: v.float() for k, v in state.items()})
+        log.info("network initialised from %s", path)
 
     def _resume(self, path: Path) -> None:
         blob = torch.load(path, map_location=self.device, weights_only=False)
         self.net.load_state_dict(blob["net"])
         self.opt.load_state_dict(blob["opt"])
-        self.sched.load_state_dict(blob["sched"])
+        self.step = blob["step"]
+        self.elapsed_s = blob["elapsed_s"]
         self.start_epoch = blob["epoch"] + 1
         self.best_adf = blob["best_adf"]
         self.history = blob["history"]
         log.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+    def progress(self) -> float:
+        """Fraction of the run done: by training time when a time limit is set, else by steps."""
+        if self.cfg.time_limit_min:
+            return (self.elapsed_s + time.monotonic() - self.started) / (60 * self.cfg.time_limit_min)
+        return self.step / max(self.total_steps, 1)
+
+    def learning_rate(self) -> float:
+        """Linear warm-up over the first 3%, then cosine decay to 1% of ``cfg.lr``."""
+        p = min(max(self.progress(), 0.0), 1.0)
+        if p < WARMUP:
+            return self.cfg.lr * (0.1 + 0.9 * p / WARMUP)
+        return self.cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (p - WARMUP) / (1 - WARMUP))))
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training cases; returns the mean loss."""
@@ -152,13 +177,15 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False)
         for batch in bar:
             x, y = batch["image"].to(self.device), batch["label"].to(self.device)
+            for group in self.opt.param_groups:
+                group["lr"] = self.learning_rate()
             self.opt.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
                 loss = self.loss_fn(self.net(x), y)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
-            self.sched.step()
+            self.step += 1
             losses.append(float(loss))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         return float(np.mean(losses)) if losses else math.nan
@@ -186,8 +213,9 @@ class Trainer:
 
     def checkpoint(self, epoch: int, metrics: dict[str, float]) -> None:
         """Keep ``last.pt`` for resuming and ``best.pt`` (lowest validation ADF) for shipping."""
-        torch.save({"net": self.net.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                    "epoch": epoch, "best_adf": self.best_adf, "history": self.history}, self.out / "last.pt")
+        torch.save({"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                    "elapsed_s": self.elapsed_s + time.monotonic() - self.started, "epoch": epoch,
+                    "best_adf": self.best_adf, "history": self.history}, self.out / "last.pt")
         adf = metrics.get("val_adf_mm", math.nan)
         if math.isfinite(adf) and adf < self.best_adf:
             self.best_adf = adf
@@ -198,16 +226,15 @@ class Trainer:
 
     def run(self) -> dict[str, float]:
         """Train for the configured epochs (or time limit); returns the best validation metrics."""
+        self.started = time.monotonic()
         self.setup()
-        started = time.monotonic()
         best: dict[str, float] = {}
         for epoch in range(self.start_epoch, self.cfg.epochs):
             t0 = time.monotonic()
             row: dict[str, float] = {"epoch": epoch + 1, "train_loss": self.train_epoch(epoch),
-                                     "lr": self.sched.get_last_lr()[0]}
+                                     "lr": self.learning_rate()}
             last = epoch == self.cfg.epochs - 1
-            out_of_time = self.cfg.time_limit_min is not None and (
-                time.monotonic() - started) / 60 > self.cfg.time_limit_min
+            out_of_time = self.cfg.time_limit_min is not None and self.progress() >= 1.0
             if (epoch + 1) % self.cfg.val_every == 0 or last or out_of_time:
                 row.update(self.validate())
             row["seconds"] = time.monotonic() - t0

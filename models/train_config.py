@@ -26,6 +26,7 @@ class TrainConfig:
     device: str = "auto"
     time_limit_min: float | None = None
     resume: Path | None = None
+    init_weights: Path | None = None  # start from these network weights (fine-tuning, continuing)
     limit: int | None = None  # use only the first N cases (smoke tests)
     threads: int | None = None
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -45,8 +46,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--seed", type=int, default=20260)
     p.add_argument("--val-every", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--time-limit-min", type=float, default=None)
-    p.add_argument("--resume", type=Path, default=None, help="last.pt of an earlier run")
+    p.add_argument("--time-limit-min", type=float, default=None,
+                   help="train for this many minutes; the learning-rate schedule follows time, not epochs")
+    p.add_argument("--resume", type=Path, default=None, help="last.pt of an earlier run (same schedule)")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="start from the network weights of a last.pt or weights file, with a new schedule")
     p.add_argument("--limit", type=int, default=None, help="use only the first N cases")
     p.add_argument("--threads", type=int, default=None)
     return p
@@ -58,6 +62,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=args.data, out=args.out, arch=args.arch, input_size=tuple(args.input_size), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
         val_every=args.val_every, device=args.device, time_limit_min=args.time_limit_min, resume=args.resume,
+        init_weights=args.init_weights,
         limit=args.limit, threads=args.threads,
     )
 
