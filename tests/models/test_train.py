@@ -1,0 +1,56 @@
+"""``fetalhc train`` on a tiny phantom HC18 folder: split by subject, logs, curves, weights, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from models.hc18 import load_cases, split_by_subject, subject_of
+from models.train import train
+from models.train_config import TrainConfig
+from models.weights import load_weights
+from tests.models.hc18_support import write_hc18_folder
+
+PHANTOMS = tuple((f"{900 + i}_{'2' if i % 3 == 2 else ''}HC.png", 120.0 + 25 * i, i) for i in range(8))
+
+
+def test_subject_of_and_split_never_divides_a_subject(tmp_path: Path) -> None:
+    assert subject_of("012_2HC.png") == "012" and subject_of("012_HC.png") == "012"
+    with pytest.raises(ValueError, match="not an HC18 file name"):
+        subject_of("scan.png")
+    write_hc18_folder(tmp_path, PHANTOMS)
+    cases = load_cases(tmp_path)
+    for seed in range(5):
+        train_cases, val_cases = split_by_subject(cases, 0.3, seed)
+        assert {c.subject for c in train_cases}.isdisjoint({c.subject for c in val_cases})
+        assert len(train_cases) + len(val_cases) == len(cases)
+    assert split_by_subject(cases, 0.3, 1) == split_by_subject(cases, 0.3, 1)
+
+
+def test_train_writes_split_log_curves_and_loadable_weights(tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_hc18_folder(data, PHANTOMS)
+    cfg = TrainConfig(data=data, out=out, input_size=(32, 48), epochs=2, batch_size=2, val_every=1,
+                      val_fraction=0.3, threads=1, arch_kwargs={"channels": [4, 8, 16], "strides": [2, 2],
+                                                                "num_res_units": 1})
+    best = train(cfg)
+
+    split = json.loads((out / "split.json").read_text())
+    assert split["val"] and not set(split["train"]) & set(split["val"])
+    with open(out / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["val_adf_mm"]) >= 0 for r in rows)
+    assert (out / "curves.png").stat().st_size > 1000
+    model = load_weights(out / "best.pt")
+    assert model.input_size == (32, 48) and len(model.model_version) == 64
+    assert model.meta["validation"]["val_adf_mm"] == pytest.approx(best["val_adf_mm"])
+
+    # Resume continues from the saved epoch with the same history.
+    resumed = TrainConfig(**{**cfg.__dict__, "epochs": 3, "resume": out / "last.pt"})
+    train(resumed)
+    with open(out / "log.csv") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
