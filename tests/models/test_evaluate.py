@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dicom_io.phantom import make_phantom
 from models.ellipse import Ellipse
 from models.evaluate import (
     SUBMISSION_COLUMNS,
