@@ -14,6 +14,7 @@ from db.tables import MEASUREMENT_COLUMNS, Job, JobStatus, Measurement
 
 _KEY = ("sop_instance_uid", "frame", "model_version")
 _NOT_UPDATED = {"id", "created_at", *_KEY}
+_UNFINISHED = (JobStatus.RECEIVED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
@@ -53,8 +54,13 @@ def create_job(session: Session, path: str, source: str, queue: str | None = Non
 
 
 def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str | None = None,
-                   detail: str | None = None, sop_instance_uid: str | None = None) -> None:
-    """Move a job to ``status`` with timestamps; ``running`` counts an attempt."""
+                   detail: str | None = None, sop_instance_uid: str | None = None,
+                   only_from: Sequence[JobStatus] | None = None) -> None:
+    """Move a job to ``status`` with timestamps; ``running`` counts an attempt.
+
+    ``only_from``: change the job only while it is in one of these statuses (so marking a job
+    ``queued`` after publishing cannot overwrite a fast worker's ``running`` or ``done``).
+    """
     now = dt.datetime.now(dt.timezone.utc)
     values: dict[str, Any] = {"status": status.value, "updated_at": now}
     if status is JobStatus.QUEUED:
@@ -69,7 +75,10 @@ def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str
         values["detail"] = detail
     if sop_instance_uid:
         values["sop_instance_uid"] = sop_instance_uid
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    stmt = update(Job).where(Job.id == job_id)
+    if only_from is not None:
+        stmt = stmt.where(Job.status.in_([s.value for s in only_from]))
+    session.execute(stmt.values(**values))
 
 
 def get_job(session: Session, job_id: int) -> Job | None:
@@ -83,6 +92,23 @@ def stale_jobs(session: Session, older_than: dt.timedelta, statuses: Sequence[Jo
     cutoff = dt.datetime.now(dt.timezone.utc) - older_than
     stmt = select(Job).where(Job.status.in_([s.value for s in statuses]), Job.updated_at < cutoff).order_by(Job.id)
     return list(session.scalars(stmt))
+
+
+def pending_uids(session: Session, uids: Iterable[str]) -> set[str]:
+    """Which of ``uids`` have a job not finished yet (received, queued or running)."""
+    uids = list(uids)
+    if not uids:
+        return set()
+    stmt = select(Job.sop_instance_uid).where(Job.sop_instance_uid.in_(uids), Job.status.in_(_UNFINISHED))
+    return set(session.scalars(stmt))
+
+
+def count_unfinished_jobs(session: Session, source: str | None = None) -> int:
+    """Jobs received, queued or running (of one ``source`` when given): the work in flight."""
+    stmt = select(func.count()).select_from(Job).where(Job.status.in_(_UNFINISHED))
+    if source is not None:
+        stmt = stmt.where(Job.source == source)
+    return int(session.scalar(stmt) or 0)
 
 
 def measured_uids(session: Session, model_version: str, uids: Iterable[str]) -> set[str]:

@@ -107,6 +107,88 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- ingest and backfill ---------------------------------------------------------------------------------------
+
+def _ingest_settings(args: argparse.Namespace) -> Any:
+    """The settings, with the command line's ingest options (AE title, port, ...) laid over them."""
+    import dataclasses
+
+    settings = get_settings()
+    overrides = {name: getattr(args, name) for name in ("ae_title", "listen_host", "listen_port", "accept_other")
+                 if getattr(args, name, None) is not None}
+    return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Run the DICOM storage SCP: ultrasound in, spooled, recorded, queued on 'live'."""
+    from worker.ingest.listener import start_listener
+
+    settings = _ingest_settings(args)
+    print(f"listening as {settings.ae_title} on {settings.listen_host}:{settings.listen_port} "
+          f"(spool {settings.spool_dir}; other SOP classes: {settings.accept_other}); Ctrl-C stops", file=sys.stderr)
+    start_listener(settings, block=True)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Poll a drop folder; queue each file on 'live' once it has stopped changing."""
+    from worker.ingest.watch import DropFolderWatcher
+
+    watcher = DropFolderWatcher(get_settings(), Path(args.folder), settle_s=args.settle)
+    if args.once:
+        from db import upgrade
+
+        upgrade(watcher.settings.database_url)
+        counts = watcher.poll()
+    else:
+        print(f"watching {args.folder} (complete after {watcher.settle_s:g} s unchanged); Ctrl-C stops",
+              file=sys.stderr)
+        try:
+            watcher.run(interval_s=args.interval)
+        except KeyboardInterrupt:
+            pass
+        counts = watcher.counts
+    result = {"queued": counts.queued, "deferred": counts.deferred, "ignored": counts.ignored,
+              "rejected": counts.rejected, "retry": counts.retry}
+    if args.json:
+        _print_json(result)
+    else:
+        print(", ".join(f"{k} {v}" for k, v in result.items()))
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text) if "-" in text else dt.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; write YYYY-MM-DD or YYYYMMDD") from None
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Queue an archive's ultrasound scans on 'backfill': resumable, rate- and in-flight-bounded."""
+    from worker.backfill import open_source, run_backfill
+
+    settings = _ingest_settings(args)
+    if args.date_from and args.date_to and args.date_from > args.date_to:
+        raise ValueError(f"--from {args.date_from} is after --to {args.date_to}")
+    from worker.backfill.dimse import RetrieveError
+
+    source = open_source(args.source, settings, retrieve=args.retrieve, move_ae=args.move_ae,
+                         move_port=args.move_port)
+    try:
+        summary = run_backfill(settings, source, since=args.date_from, until=args.date_to, dry_run=args.dry_run,
+                               rate=args.rate, max_in_flight=args.max_in_flight,
+                               progress=False if args.no_progress else None)
+    except RetrieveError as exc:  # the archive could not be searched at all (association refused, C-FIND failed)
+        print(f"fetalhc backfill: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        print(summary.line())
+    return 130 if summary.interrupted else (3 if summary.failed else 0)
+
+
 # -- results ---------------------------------------------------------------------------------------------------
 
 RESULT_COLUMNS = ("study_date", "patient_id", "sop_instance_uid", "frame", "status", "hc_mm", "ga_days",
@@ -289,6 +371,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", type=float, default=30.0, help="minutes (default 30)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_requeue)
+
+    p = sub.add_parser("listen", help="DICOM C-STORE listener (storage SCP) feeding the live queue")
+    p.add_argument("--ae-title", dest="ae_title", default=None, help="our AE title (FETALHC_AE_TITLE, FETALHC)")
+    p.add_argument("--host", dest="listen_host", default=None, help="address to bind (FETALHC_LISTEN_HOST, 0.0.0.0)")
+    p.add_argument("--port", dest="listen_port", type=int, default=None, help="TCP port (FETALHC_LISTEN_PORT, 11112)")
+    p.add_argument("--accept-other", dest="accept_other", default=None, choices=("ignore", "refuse"),
+                   help="non-ultrasound instances: accept and drop, or refuse (FETALHC_ACCEPT_OTHER, ignore)")
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("watch", help="watch a drop folder and queue complete files on the live queue")
+    p.add_argument("folder")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds a file must stay unchanged to count as complete (FETALHC_WATCH_SETTLE, 5)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit (for cron and scripts)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("backfill", help="queue an archive (folder, dimse://AET@host:port, http(s):// DICOMweb)")
+    p.add_argument("source", help="a folder, dimse://AETITLE@host:port, or a DICOMweb root URL")
+    p.add_argument("--from", dest="date_from", type=_date, default=None, help="first study date (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", type=_date, default=None, help="last study date (YYYY-MM-DD)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be queued; queue nothing")
+    p.add_argument("--rate", type=float, default=None, help="at most N scans queued per second")
+    p.add_argument("--max-in-flight", type=int, default=None,
+                   help="at most N backfill jobs unfinished at once (FETALHC_BACKFILL_MAX_IN_FLIGHT, 32)")
+    p.add_argument("--ae-title", dest="ae_title", default=None, help="our calling AE title for DIMSE")
+    p.add_argument("--retrieve", default="get", choices=("get", "move"),
+                   help="DIMSE retrieval: C-GET on our association (default) or C-MOVE to --move-ae")
+    p.add_argument("--move-ae", default="FETALHC_BF", help="C-MOVE destination AE title the PACS knows")
+    p.add_argument("--move-port", type=int, default=11113, help="port of the temporary C-MOVE destination")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("results", help="print stored measurements")
     p.add_argument("--patient", default=None)

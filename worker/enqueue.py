@@ -65,6 +65,28 @@ def enqueue_files(settings: Settings, paths: Iterable[Path], queue: str = LIVE_Q
     return summary
 
 
+def enqueue_one(settings: Settings, path: str | Path, queue: str, source: str, ga_days: float | None = None,
+                sop_instance_uid: str | None = None) -> tuple[int, bool]:
+    """Record one job (committed), then queue it; returns (job id, whether the message was sent).
+
+    Database errors propagate (nothing was recorded); a broker outage does not (the job stays
+    ``received`` for the sweeper). The tables must exist (``db.upgrade``).
+    """
+    path_str = str(Path(path).resolve())
+    with session_scope(settings.database_url) as session:
+        job_id = create_job(session, path_str, source, queue, ga_days_given=ga_days,
+                            sop_instance_uid=sop_instance_uid)
+    try:
+        send(job_id, path_str, queue, ga_days)
+    except BROKER_ERRORS as exc:
+        log.warning("job %s recorded but not queued (broker unreachable: %s); the sweeper will queue it",
+                    job_id, type(exc).__name__)
+        return job_id, False
+    with session_scope(settings.database_url) as session:
+        set_job_status(session, job_id, JobStatus.QUEUED, only_from=(JobStatus.RECEIVED,))
+    return job_id, True
+
+
 def requeue_stale(settings: Settings, older_than: dt.timedelta) -> EnqueueSummary:
     """Queue again every job left received, queued or running for longer than ``older_than``."""
     summary = EnqueueSummary(job_ids=[])

@@ -34,6 +34,10 @@ class Settings:
     shipped model), ``DEVICE`` (auto | cpu | cuda), ``SPOOL_DIR``, ``API_TOKEN``,
     ``GROWTH_STANDARD`` (intergrowth | who), ``BATCH_SIZE`` (scans per forward pass),
     ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison).
+    Ingest and backfill: ``AE_TITLE`` (FETALHC), ``LISTEN_HOST`` (0.0.0.0), ``LISTEN_PORT`` (11112),
+    ``ACCEPT_OTHER`` (ignore | refuse: non-ultrasound instances answered Success and dropped, or
+    refused at association negotiation), ``WATCH_SETTLE`` (seconds a dropped file must stay
+    unchanged), ``BACKFILL_MAX_IN_FLIGHT`` (backfill jobs received/queued/running at once).
     """
 
     database_url: str = field(default_factory=lambda: _env("DATABASE_URL", f"sqlite:///{_data_home() / 'fetalhc.db'}"))
@@ -46,6 +50,12 @@ class Settings:
     batch_size: int = field(default_factory=lambda: int(_env_float("BATCH_SIZE", 8)))
     task_time_limit_s: float = field(default_factory=lambda: _env_float("TASK_TIME_LIMIT", 300.0))
     max_attempts: int = field(default_factory=lambda: int(_env_float("MAX_ATTEMPTS", 10)))
+    ae_title: str = field(default_factory=lambda: _env("AE_TITLE", "FETALHC"))
+    listen_host: str = field(default_factory=lambda: _env("LISTEN_HOST", "0.0.0.0"))
+    listen_port: int = field(default_factory=lambda: int(_env_float("LISTEN_PORT", 11112)))
+    accept_other: str = field(default_factory=lambda: _env("ACCEPT_OTHER", "ignore"))
+    watch_settle_s: float = field(default_factory=lambda: _env_float("WATCH_SETTLE", 5.0))
+    backfill_max_in_flight: int = field(default_factory=lambda: int(_env_float("BACKFILL_MAX_IN_FLIGHT", 32)))
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -54,6 +64,14 @@ class Settings:
             raise ValueError(f"FETALHC_GROWTH_STANDARD={self.growth_standard!r}; choose one of: intergrowth, who")
         if self.batch_size < 1:
             raise ValueError("FETALHC_BATCH_SIZE must be at least 1")
+        if self.accept_other not in ("ignore", "refuse"):
+            raise ValueError(f"FETALHC_ACCEPT_OTHER={self.accept_other!r}; choose one of: ignore, refuse")
+        if not 0 < len(self.ae_title) <= 16:
+            raise ValueError(f"FETALHC_AE_TITLE={self.ae_title!r}: an AE title has 1 to 16 characters")
+        if not 0 < self.listen_port < 65536:
+            raise ValueError(f"FETALHC_LISTEN_PORT={self.listen_port} is not a TCP port (1-65535)")
+        if self.backfill_max_in_flight < 1:
+            raise ValueError("FETALHC_BACKFILL_MAX_IN_FLIGHT must be at least 1")
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,305 @@
+"""Backfill source: a PACS over DIMSE. C-FIND (Study Root) for US studies, then C-GET each instance.
+
+Listing walks the Study Root hierarchy: STUDY level with ModalitiesInStudy=US and the StudyDate
+range, SERIES level with Modality=US, IMAGE level for the SOP Instance and Class UIDs. Retrieval
+is per instance, so the runner's skip, rate and in-flight bound act on single scans.
+
+C-GET (default): the instances come back on the same association we opened (we take the storage
+SCP role for the ultrasound classes), so no listener has to run and the PACS needs no route back
+to us. C-MOVE (``retrieve="move"``): for PACS without C-GET; a temporary storage SCP is started
+with its own AE title and port (``move_ae``/``move_port``), which the PACS must know as a
+destination. Either way instances land in the spool and go to the ``backfill`` queue, never to
+the live listener's ``live`` queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from dicom_io.reader import ULTRASOUND_SOP_CLASSES
+from worker.backfill.folder import in_range, parse_da
+from worker.backfill.runner import Candidate
+from worker.ingest.intake import is_ultrasound
+from worker.ingest.spool import is_valid_uid, write_instance
+
+log = logging.getLogger(__name__)
+
+# Proposed one per presentation context, so the PACS can send each file as it is stored.
+STORAGE_TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1,
+    JPEGLossless, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless,
+    DeflatedExplicitVRLittleEndian,
+)
+PENDING = (0xFF00, 0xFF01)  # C-FIND/C-GET/C-MOVE: pending, more to come
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+
+
+class RetrieveError(RuntimeError):
+    """The PACS did not deliver an instance (association refused, failed sub-operation, timeout)."""
+
+    def __init__(self, message: str, reason: str = "retrieve_failed") -> None:
+        super().__init__(message, reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def dicom_range(since: dt.date | None, until: dt.date | None) -> str:
+    """A DA range matching key (PS3.4 C.2.2.2.5): ``YYYYMMDD-YYYYMMDD``, open ends allowed, '' for all."""
+    if since is None and until is None:
+        return ""
+    return f"{since.strftime('%Y%m%d') if since else ''}-{until.strftime('%Y%m%d') if until else ''}"
+
+
+def parse_dimse_url(source: str) -> tuple[str, str, int]:
+    """``dimse://AET@host:port`` (or ``AET@host:port``) as (AE title, host, port).
+
+    Raises:
+        ValueError: the text does not have that form.
+    """
+    text = source.removeprefix("dimse://")
+    try:
+        aet, address = text.split("@", 1)
+        host, port = address.rsplit(":", 1)
+        if not aet or not host or len(aet) > 16:
+            raise ValueError
+        return aet, host.strip("[]"), int(port)
+    except ValueError:
+        raise ValueError(f"{source!r} is not a DIMSE peer; write it as dimse://AETITLE@host:port "
+                         "(e.g. dimse://ORTHANC@pacs.local:4242)") from None
+
+
+class _Arrivals:
+    """Storage handler for retrieved instances: spool each, remember which UIDs arrived."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        self.paths: dict[str, Path] = {}
+        self.lock = threading.Lock()
+
+    def handle_store(self, event: evt.Event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID or "").strip()
+        if not is_valid_uid(uid):
+            return 0xA900  # Error: data set does not match SOP class (no usable SOP Instance UID)
+        try:
+            path = write_instance(self.spool_dir, uid, event.encoded_dataset())
+        except OSError:
+            return OUT_OF_RESOURCES  # Refused: out of resources (spool not writable)
+        with self.lock:
+            self.paths[uid] = path
+        return SUCCESS  # stored in the spool
+
+    def take(self, uid: str) -> Path | None:
+        with self.lock:
+            return self.paths.pop(uid, None)
+
+
+class DimseSource:
+    """A PACS reached over DIMSE as ``calling_ae`` -> ``called_ae``@``host``:``port``."""
+
+    def __init__(self, host: str, port: int, called_ae: str, calling_ae: str, spool_dir: Path,
+                 retrieve: str = "get", move_ae: str | None = None, move_port: int | None = None,
+                 move_host: str = "0.0.0.0", timeout_s: float = 30.0) -> None:
+        if retrieve not in ("get", "move"):
+            raise ValueError(f"retrieve={retrieve!r}; choose one of: get, move")
+        if retrieve == "move" and (not move_ae or not move_port):
+            raise ValueError("C-MOVE needs the AE title and port of our temporary storage SCP (move_ae, move_port) "
+                             "registered as a destination on the PACS")
+        self.host, self.port, self.called_ae, self.calling_ae = host, port, called_ae, calling_ae
+        self.retrieve, self.move_ae, self.move_port, self.move_host = retrieve, move_ae, move_port, move_host
+        self.timeout_s = timeout_s
+        self.label = f"{called_ae}@{host}:{port}"
+        self.arrivals = _Arrivals(spool_dir)
+        self._retrieve_assoc: Association | None = None
+        self._scp: Any = None
+
+    # -- listing -------------------------------------------------------------------------------------
+
+    def _ae(self) -> AE:
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
+        return ae
+
+    def _associate(self, ae: AE, **kwargs: Any) -> Association:
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, **kwargs)
+        if not assoc.is_established:
+            raise RetrieveError(f"association with {self.label} was not accepted (check the AE titles, and that "
+                                f"the PACS knows {self.calling_ae})", reason="association_refused")
+        return assoc
+
+    def _find(self, assoc: Association, query: Dataset) -> list[Dataset]:
+        found = []
+        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            code = int(getattr(status, "Status", -1))
+            if code in PENDING and identifier is not None:
+                found.append(identifier)
+            elif code not in PENDING and code != SUCCESS:
+                raise RetrieveError(f"C-FIND failed with status 0x{code & 0xFFFF:04X}", reason="find_failed")
+        return found
+
+    def candidates(self, since: dt.date | None, until: dt.date | None,
+                   skip: Callable[[str], None]) -> Iterator[Candidate]:
+        """Each ultrasound instance of each US study in the date range (lists a study at a time)."""
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = self._associate(ae)
+        try:
+            q = Dataset()
+            q.QueryRetrieveLevel = "STUDY"
+            q.ModalitiesInStudy = "US"
+            q.StudyDate = dicom_range(since, until)
+            q.StudyInstanceUID = ""
+            studies = [(str(s.StudyInstanceUID), parse_da(s.get("StudyDate"))) for s in self._find(assoc, q)
+                       if s.get("StudyInstanceUID")]
+        finally:
+            assoc.release()
+        log.info("C-FIND: %d US studies in the range", len(studies))
+        for study_uid, study_date in studies:
+            if not in_range(study_date, since, until):  # a PACS may ignore the date key
+                skip("out_of_range")
+                continue
+            yield from self._instances(study_uid, study_date, skip)
+
+    def _instances(self, study_uid: str, study_date: dt.date | None,
+                   skip: Callable[[str], None]) -> Iterator[Candidate]:
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = self._associate(ae)
+        found: list[Candidate] = []
+        try:
+            q = Dataset()
+            q.QueryRetrieveLevel = "SERIES"
+            q.StudyInstanceUID = study_uid
+            q.SeriesInstanceUID = ""
+            q.Modality = ""
+            for series in self._find(assoc, q):
+                series_uid = str(series.get("SeriesInstanceUID", ""))
+                if str(series.get("Modality", "")).strip() not in ("US", ""):
+                    skip("not_ultrasound")  # a whole non-US series (SR, KO, ...): instances not listed
+                    continue
+                qi = Dataset()
+                qi.QueryRetrieveLevel = "IMAGE"
+                qi.StudyInstanceUID = study_uid
+                qi.SeriesInstanceUID = series_uid
+                qi.SOPInstanceUID = ""
+                qi.SOPClassUID = ""
+                for inst in self._find(assoc, qi):
+                    uid = str(inst.get("SOPInstanceUID", "")).strip()
+                    sop_class = str(inst.get("SOPClassUID", "") or "")
+                    if not uid:
+                        continue
+                    if sop_class and not is_ultrasound(sop_class):
+                        skip("not_ultrasound")
+                        continue
+                    found.append(Candidate(uid, sop_class or None, study_date, (study_uid, series_uid)))
+        finally:
+            assoc.release()
+        yield from found
+
+    # -- retrieval -----------------------------------------------------------------------------------
+
+    def _retrieve_association(self) -> Association:
+        if self._retrieve_assoc is not None and self._retrieve_assoc.is_established:
+            return self._retrieve_assoc
+        ae = self._ae()
+        handlers: list[Any] = []
+        roles = []
+        if self.retrieve == "get":
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            for sop_class in sorted(ULTRASOUND_SOP_CLASSES):
+                for syntax in STORAGE_TRANSFER_SYNTAXES:
+                    ae.add_requested_context(sop_class, syntax)
+                roles.append(build_role(sop_class, scp_role=True))  # we store what the C-GET sends back
+            handlers = [(evt.EVT_C_STORE, self.arrivals.handle_store)]
+        else:
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            self._start_move_scp()
+        self._retrieve_assoc = self._associate(ae, ext_neg=roles, evt_handlers=handlers)
+        return self._retrieve_assoc
+
+    def _start_move_scp(self) -> None:
+        if self._scp is not None:
+            return
+        scp = AE(ae_title=self.move_ae)
+        scp.require_called_aet = True
+        for sop_class in sorted(ULTRASOUND_SOP_CLASSES):
+            scp.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        self._scp = scp.start_server((self.move_host, int(self.move_port or 0)), block=False,
+                                     evt_handlers=[(evt.EVT_C_STORE, self.arrivals.handle_store)])
+        log.info("C-MOVE destination %s listening on port %s", self.move_ae, self.move_port)
+
+    def fetch(self, candidate: Candidate) -> Path:
+        """Retrieve one instance into the spool (C-GET or C-MOVE at IMAGE level)."""
+        study_uid, series_uid = candidate.ref
+        q = Dataset()
+        q.QueryRetrieveLevel = "IMAGE"
+        q.StudyInstanceUID = study_uid
+        q.SeriesInstanceUID = series_uid
+        q.SOPInstanceUID = candidate.sop_instance_uid
+        last = None
+        for attempt in (1, 2):  # one reconnect: the PACS may have closed an idle association
+            assoc = self._retrieve_association()
+            try:
+                if self.retrieve == "get":
+                    responses = assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet)
+                else:
+                    responses = assoc.send_c_move(q, self.move_ae or "", StudyRootQueryRetrieveInformationModelMove)
+                for status, _ in responses:
+                    last = int(getattr(status, "Status", -1))
+            except (RuntimeError, ValueError) as exc:
+                last = None
+                log.warning("retrieve association failed (%s)", type(exc).__name__)
+            path = self.arrivals.take(candidate.sop_instance_uid)
+            if path is not None:
+                return path
+            if last in (None, -1) and attempt == 1:  # aborted or timed out: reconnect once
+                self._drop_retrieve_association()
+                continue
+            break
+        code = "no answer" if last in (None, -1) else f"status 0x{last & 0xFFFF:04X}"
+        raise RetrieveError(f"C-{self.retrieve.upper()} delivered nothing ({code})")
+
+    def _drop_retrieve_association(self) -> None:
+        if self._retrieve_assoc is not None:
+            if self._retrieve_assoc.is_established:
+                self._retrieve_assoc.abort()
+            self._retrieve_assoc = None
+
+    def close(self) -> None:
+        """Release the retrieve association and stop the C-MOVE destination, if any."""
+        if self._retrieve_assoc is not None and self._retrieve_assoc.is_established:
+            self._retrieve_assoc.release()
+        self._retrieve_assoc = None
+        if self._scp is not None:
+            self._scp.shutdown()
+            self._scp = None
