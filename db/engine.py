@@ -30,7 +30,7 @@ def _create_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -40,7 +40,9 @@ def _create_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # hide_parameters: a failed statement's message (logged by retries) must not carry the row's
+    # values, which include patient IDs.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
 
 
 def upgrade(url: str) -> None:
@@ -65,9 +67,13 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
-def dispose_all() -> None:
-    """Dispose and forget every engine (after a fork, or between tests)."""
+def dispose_all(close: bool = True) -> None:
+    """Dispose and forget every engine (between tests; after a fork with ``close=False``).
+
+    ``close=False`` leaves the pooled connections alone: in a forked child they are the parent's
+    sockets, and closing them would end the parent's sessions.
+    """
     for engine in _ENGINES.values():
-        engine.dispose()
+        engine.dispose(close=close)
     _ENGINES.clear()
     _SESSIONMAKERS.clear()

@@ -1,8 +1,11 @@
-"""The Celery application, made by a factory (never at import): queues, reliability settings."""
+"""The Celery application, made by a factory (never at import): queues, reliability settings, worker start."""
 
 from __future__ import annotations
 
-from celery import Celery
+import os
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Queue
 
 from worker.settings import Settings, get_settings
@@ -11,27 +14,32 @@ LIVE_QUEUE = "live"
 BACKFILL_QUEUE = "backfill"
 QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE)
 
+
 _APP: Celery | None = None
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def create_app(settings: Settings | None = None, set_as_current: bool = True) -> Celery:
     """A Celery app on the settings' broker with the DESIGN.md queue rules.
 
     Late acknowledgement + reject on worker loss + prefetch 1: a scan is removed from Redis only
     after its row is written, and a killed worker's scan goes back to the queue. Tasks are
-    idempotent (upserts), so a redelivery is harmless.
+    idempotent (upserts; finished jobs are skipped), so a redelivery is harmless. A message is
+    acknowledged when its task fails or times out: the job row stays unfinished and the sweeper
+    (``worker.sweeper``) sends it again, up to ``MAX_ATTEMPTS`` runs.
     """
     settings = settings or get_settings()
-    app = Celery("fetalhc", broker=settings.broker_url, include=["worker.tasks"])
+    app = Celery("fetalhc", broker=settings.broker_url, include=["worker.tasks"], set_as_current=set_as_current)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         task_queues=[Queue(LIVE_QUEUE), Queue(BACKFILL_QUEUE)],
         task_default_queue=LIVE_QUEUE,
         # Workers consume 'live' before 'backfill' (both listed; live first).
         broker_transport_options={
-            # Redelivery of unacked messages after a lost worker; above the worst task.
+            # Redelivery of unacked messages after a lost worker; above the worst task (a task may
+            # wait for a free process for one task time, then run for one).
             "visibility_timeout": int(settings.task_time_limit_s * 4),
             "queue_order_strategy": "priority",
         },
@@ -41,6 +49,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # outlive a long Redis outage instead of exiting
+        # A task running when the broker connection drops finishes and writes its row; its ack is
+        # lost with the connection and the message (if Redis kept it) comes back, to be skipped.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
@@ -53,3 +65,52 @@ def get_app() -> Celery:
     if _APP is None:
         _APP = create_app()
     return _APP
+
+
+def run_worker(settings: Settings, concurrency: int = 1, queues: str = "live,backfill", loglevel: str = "INFO",
+               hostname: str | None = None) -> None:
+    """Run a prefork worker until it is stopped; the model loads in each pool process, never here.
+
+    Beside it runs a companion process (``worker.sidecar``) with the periodic sweep for lost jobs
+    (``FETALHC_SWEEP_INTERVAL``) and the Prometheus endpoint (``FETALHC_METRICS_PORT``); pool
+    processes count their scans in Prometheus multiprocess files that the companion serves.
+    """
+    from worker import sidecar
+    from worker.logs import configure_logging
+
+    if settings.metrics_port:
+        from worker.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()  # in the environment the pool processes and the companion inherit
+    configure_logging(settings.log_format, loglevel, force=True)
+    app = create_app(settings)
+    app.conf.worker_concurrency = concurrency
+    _connect_worker_signals(settings, concurrency)
+    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", f"--queues={queues}",
+            "--pool=prefork", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    companion = sidecar.spawn(settings, loglevel)
+    try:
+        app.worker_main(argv)
+    finally:
+        sidecar.stop(companion)
+
+
+def _connect_worker_signals(settings: Settings, concurrency: int) -> None:
+    """Hooks of the worker's life: logging kept as configured, per pool process setup."""
+
+    def keep_our_logging(**_: Any) -> None:  # a receiver stops Celery from configuring logging itself
+        return None
+
+    def on_process_init(**_: Any) -> None:
+        from db import dispose_all
+
+        dispose_all(close=False)  # engines inherited through the fork are the parent's: never use or close them
+        threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(concurrency, 1))
+        import torch
+
+        torch.set_num_threads(threads)  # processes x threads <= cores: oversubscription is many times slower
+
+    signals.setup_logging.connect(keep_our_logging, weak=False, dispatch_uid="fetalhc-logging")
+    signals.worker_process_init.connect(on_process_init, weak=False, dispatch_uid="fetalhc-process-init")

@@ -71,7 +71,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from worker.enqueue import enqueue_files
     from worker.files import expand_paths
 
-    summary = enqueue_files(get_settings(), expand_paths(args.paths), queue=args.queue, source="cli")
+    summary = enqueue_files(get_settings(), expand_paths(args.paths), queue=args.queue, source="cli",
+                            batch=args.batch)
     result = {"queued": summary.queued, "deferred": summary.deferred, "job_ids": summary.job_ids}
     if args.json:
         _print_json(result)
@@ -83,27 +84,26 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Start a Celery worker on the live and backfill queues (live first)."""
-    from worker.celery_app import create_app
+    """Start a Celery worker on the live and backfill queues (live first), with sweeper and metrics."""
+    from worker.celery_app import run_worker
 
-    app = create_app(get_settings())
-    argv = ["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}",
-            f"--queues={args.queues}", "--pool=prefork", "--without-gossip", "--without-mingle"]
-    if args.hostname:
-        argv.append(f"--hostname={args.hostname}")
-    app.worker_main(argv)
+    run_worker(get_settings(), concurrency=args.concurrency, queues=args.queues, loglevel=args.loglevel,
+               hostname=args.hostname)
     return 0
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    """Queue again the jobs stuck in received/queued/running for longer than --older-than."""
-    from worker.enqueue import requeue_stale
+    """Queue again the jobs stuck in received/queued/running for longer than --older-than (see worker.sweeper)."""
+    from worker.sweeper import sweep
 
-    summary = requeue_stale(get_settings(), dt.timedelta(minutes=args.older_than))
+    summary = sweep(get_settings(), dt.timedelta(minutes=args.older_than), force=args.force)
     if args.json:
-        _print_json({"requeued": summary.queued, "deferred": summary.deferred, "job_ids": summary.job_ids})
+        _print_json(summary.as_dict())
     else:
-        print(f"requeued {summary.queued} stale jobs" + (f", {summary.deferred} could not be sent" if summary.deferred else ""))
+        print(f"requeued {len(summary.requeued)} stale jobs"
+              + (f", {summary.deferred} could not be sent" if summary.deferred else "")
+              + (f"; {summary.waiting} left alone while their queue is busy (--force sends them)"
+                 if summary.waiting else ""))
     return 0
 
 
@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enqueue", help="queue files or folders for the workers")
     p.add_argument("paths", nargs="+")
     p.add_argument("--queue", default="live", choices=("live", "backfill"))
+    p.add_argument("--batch", type=int, default=1,
+                   help="scans per message (fetalhc.measure_batch; for GPU workers); default 1")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_enqueue)
 
@@ -369,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("requeue", help="re-queue jobs stuck in received/queued/running")
     p.add_argument("--stale", action="store_true", help="(the default) only jobs older than --older-than")
     p.add_argument("--older-than", type=float, default=30.0, help="minutes (default 30)")
+    p.add_argument("--force", action="store_true",
+                   help="also send queued/running jobs while their queue still holds messages (may duplicate)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_requeue)
 
@@ -469,10 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fetalhc`` console script."""
+    from worker.logs import configure_logging
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        configure_logging(get_settings().log_format, logging.INFO if args.verbose else logging.WARNING)
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fetalhc {args.command}: error: {exc}", file=sys.stderr)

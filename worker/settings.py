@@ -38,6 +38,11 @@ class Settings:
     ``ACCEPT_OTHER`` (ignore | refuse: non-ultrasound instances answered Success and dropped, or
     refused at association negotiation), ``WATCH_SETTLE`` (seconds a dropped file must stay
     unchanged), ``BACKFILL_MAX_IN_FLIGHT`` (backfill jobs received/queued/running at once).
+    Reliability and operations: ``SWEEP_INTERVAL`` (seconds between the worker's sweeps for stuck
+    jobs, 60; 0 disables), ``STALE_AFTER`` (seconds a job may sit received/queued/running before a
+    sweep sends it again; default 2 x TASK_TIME_LIMIT + 120), ``METRICS_PORT`` (the worker's
+    Prometheus endpoint, 9808; 0 disables), ``LOG_FORMAT`` (text | json), ``TORCH_THREADS`` (CPU
+    threads per worker process; 0: the cores divided by the worker's concurrency).
     """
 
     database_url: str = field(default_factory=lambda: _env("DATABASE_URL", f"sqlite:///{_data_home() / 'fetalhc.db'}"))
@@ -56,6 +61,11 @@ class Settings:
     accept_other: str = field(default_factory=lambda: _env("ACCEPT_OTHER", "ignore"))
     watch_settle_s: float = field(default_factory=lambda: _env_float("WATCH_SETTLE", 5.0))
     backfill_max_in_flight: int = field(default_factory=lambda: int(_env_float("BACKFILL_MAX_IN_FLIGHT", 32)))
+    sweep_interval_s: float = field(default_factory=lambda: _env_float("SWEEP_INTERVAL", 60.0))
+    stale_after_s: float = field(default_factory=lambda: _env_float("STALE_AFTER", 0.0))
+    metrics_port: int = field(default_factory=lambda: int(_env_float("METRICS_PORT", 9808)))
+    log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "text"))
+    torch_threads: int = field(default_factory=lambda: int(_env_float("TORCH_THREADS", 0)))
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -72,6 +82,14 @@ class Settings:
             raise ValueError(f"FETALHC_LISTEN_PORT={self.listen_port} is not a TCP port (1-65535)")
         if self.backfill_max_in_flight < 1:
             raise ValueError("FETALHC_BACKFILL_MAX_IN_FLIGHT must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"FETALHC_LOG_FORMAT={self.log_format!r}; choose one of: text, json")
+        if not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"FETALHC_METRICS_PORT={self.metrics_port} is not a TCP port (0 disables)")
+        if self.sweep_interval_s < 0 or self.stale_after_s < 0 or self.torch_threads < 0:
+            raise ValueError("FETALHC_SWEEP_INTERVAL, FETALHC_STALE_AFTER and FETALHC_TORCH_THREADS cannot be negative")
+        if not self.stale_after_s:  # longer than one task plus a retry's backoff plus a wait for a free process
+            object.__setattr__(self, "stale_after_s", 2 * self.task_time_limit_s + 120.0)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,126 @@
+"""The sweeper on a real (private) Redis: lost jobs sent again, waiting ones left alone, one sweeper at a time."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from db import Job, JobStatus, create_job, session_scope, set_job_status, upgrade
+from tests.services import PrivateRedis, private_redis  # noqa: F401 - fixture
+from worker.settings import Settings, get_settings
+
+
+@pytest.fixture()
+def settings(fetalhc_env: pytest.MonkeyPatch, private_redis: PrivateRedis) -> Settings:
+    import worker.celery_app
+
+    fetalhc_env.setenv("FETALHC_BROKER_URL", private_redis.url)
+    fetalhc_env.setattr(worker.celery_app, "_APP", None)
+    get_settings.cache_clear()
+    upgrade(get_settings().database_url)
+    return get_settings()
+
+
+def _job(settings: Settings, status: JobStatus, age_s: float, queue: str = "live") -> int:
+    with session_scope(settings.database_url) as s:
+        job_id = create_job(s, f"/scans/{status.value}-{age_s}.dcm", "test", queue)
+        set_job_status(s, job_id, status)
+        s.execute(update(Job).where(Job.id == job_id).values(
+            updated_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=age_s)))
+    return job_id
+
+
+def _queued_job_ids(url: str, queue: str = "live") -> list[int]:
+    import redis
+
+    raw = redis.Redis.from_url(url).lrange(queue, 0, -1)
+    return sorted(json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in raw)
+
+
+def _status(settings: Settings, job_id: int) -> str:
+    with session_scope(settings.database_url) as s:
+        return s.get(Job, job_id).status  # type: ignore[union-attr]
+
+
+def test_stale_jobs_are_sent_again_while_their_queue_is_empty(settings: Settings, private_redis: PrivateRedis) -> None:
+    from worker.sweeper import sweep
+
+    received = _job(settings, JobStatus.RECEIVED, 600)  # broker was down when it arrived
+    queued = _job(settings, JobStatus.QUEUED, 600)  # its message was lost with Redis
+    running = _job(settings, JobStatus.RUNNING, 600)  # its worker was killed
+    fresh = _job(settings, JobStatus.QUEUED, 5)
+    done = _job(settings, JobStatus.DONE, 600)
+
+    summary = sweep(settings, dt.timedelta(seconds=60))
+
+    assert sorted(summary.requeued) == [received, queued, running] and summary.waiting == 0
+    assert _queued_job_ids(private_redis.url) == [received, queued, running]
+    assert [_status(settings, j) for j in (received, queued, running, fresh, done)] == [
+        "queued", "queued", "queued", "queued", "done"]
+    assert sweep(settings, dt.timedelta(seconds=60)).requeued == []  # just updated: not stale again yet
+
+
+def test_a_job_waiting_behind_a_busy_queue_is_not_sent_again(settings: Settings, private_redis: PrivateRedis) -> None:
+    import redis
+
+    from worker.enqueue import send
+    from worker.sweeper import queue_depths, sweep
+
+    waiting = _job(settings, JobStatus.QUEUED, 600, queue="backfill")
+    received = _job(settings, JobStatus.RECEIVED, 600, queue="backfill")
+    other = _job(settings, JobStatus.QUEUED, 600, queue="live")
+    send(waiting, "/scans/w.dcm", "backfill")  # its message is in the (long) backfill queue
+    client = redis.Redis.from_url(private_redis.url)
+
+    assert queue_depths(client) == {"live": 0, "backfill": 1}
+    summaries = [sweep(settings, dt.timedelta(seconds=60)) for _ in range(3)]  # sweep after sweep
+
+    assert sorted(summaries[0].requeued) == sorted([received, other]) and summaries[0].waiting == 1
+    assert [(s.requeued, s.waiting) for s in summaries[1:]] == [([], 1), ([], 1)]  # never duplicated
+    assert _queued_job_ids(private_redis.url, "backfill") == sorted([waiting, received])
+    assert _queued_job_ids(private_redis.url, "live") == [other]  # 'live' was empty: its lost job went again
+    client.delete("backfill")  # the queue drained without the message (lost): now it is sent again
+    with session_scope(settings.database_url) as s:
+        s.execute(update(Job).values(updated_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
+    assert waiting in sweep(settings, dt.timedelta(seconds=60)).requeued
+    assert sweep(settings, dt.timedelta(seconds=0), force=True).waiting == 0
+
+
+def test_one_sweeper_per_interval_across_workers(settings: Settings) -> None:
+    from worker.sweeper import PeriodicSweeper
+
+    _job(settings, JobStatus.RECEIVED, 10_000)
+    first, second = PeriodicSweeper(settings), PeriodicSweeper(settings)
+
+    assert first.run_once() is not None
+    assert second.run_once() is None  # the lock is held for this interval
+
+
+def test_requeue_command_reports_what_it_did(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.cli import main
+
+    received = _job(settings, JobStatus.RECEIVED, 3600)
+
+    assert main(["requeue", "--stale", "--older-than", "30", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"requeued": 1, "job_ids": [received], "waiting": 0, "deferred": 0}
+
+
+def test_a_broker_that_is_down_leaves_jobs_for_the_next_sweep(settings: Settings,
+                                                              private_redis: PrivateRedis) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from worker.sweeper import sweep
+
+    job = _job(settings, JobStatus.RECEIVED, 600)
+    private_redis.stop()
+    with pytest.raises(RedisConnectionError):
+        sweep(settings, dt.timedelta(seconds=60))
+    private_redis.start()
+    assert _status(settings, job) == "received"
+    assert sweep(settings, dt.timedelta(seconds=60)).requeued == [job]

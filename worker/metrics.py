@@ -1,0 +1,161 @@
+"""Prometheus metrics of a worker: scans by outcome and reason, latency, queue depth, jobs by status.
+
+Pool processes count the scans they finish (``record_scan``) in Prometheus multiprocess files
+(``PROMETHEUS_MULTIPROC_DIR``, prepared by ``fetalhc worker`` before anything starts); the
+worker's companion process (``worker.sidecar``) serves them, summed, on ``FETALHC_METRICS_PORT``
+together with values read on each scrape: the depth of the Redis queues (LLEN) and the jobs
+table's counts by status.
+
+Exposed:
+    fetalhc_scans_total{status, reason}     scans this worker finished (done | needs_review | failed)
+    fetalhc_scan_seconds                    histogram: time to measure and store one scan
+    fetalhc_scan_turnaround_seconds         histogram: from job received to result stored
+    fetalhc_queue_depth{queue}              messages waiting in Redis (live, backfill)
+    fetalhc_jobs{status}                    jobs in the database by status (cluster-wide)
+    fetalhc_broker_up, fetalhc_database_up  1 when the scrape could read them
+
+Counters are per worker (sum them across workers); ``fetalhc_jobs`` is the same on every worker
+(take one, or ``max``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+TURNAROUND_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+
+
+def prepare_multiprocess_dir() -> Path:
+    """An empty multiprocess directory for this worker's processes (call before importing prometheus_client).
+
+    Uses ``PROMETHEUS_MULTIPROC_DIR`` when set (emptied of an earlier run's files), else a new
+    temporary directory removed at exit.
+    """
+    if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_ENV):
+        log.warning("prometheus_client was imported before its multiprocess directory was set; "
+                    "pool processes' counts may be missing")
+    existing = os.environ.get(MULTIPROC_ENV)
+    if existing:
+        path = Path(existing)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return path
+    path = Path(tempfile.mkdtemp(prefix="fetalhc-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+@lru_cache(maxsize=1)
+def _scan_metrics() -> tuple[Any, Any, Any]:
+    from prometheus_client import Counter, Histogram
+
+    scans = Counter("fetalhc_scans", "Scans finished by this worker, by job status and failure reason",
+                    ["status", "reason"])
+    seconds = Histogram("fetalhc_scan_seconds", "Seconds to read, measure and store one scan",
+                        buckets=SECONDS_BUCKETS)
+    turnaround = Histogram("fetalhc_scan_turnaround_seconds", "Seconds from a scan's job received to its result",
+                           buckets=TURNAROUND_BUCKETS)
+    return scans, seconds, turnaround
+
+
+def record_scan(status: str, reason: str | None = None, seconds: float | None = None,
+                turnaround_s: float | None = None) -> None:
+    """Count one finished scan (job status, failure reason) and its timings; never raises."""
+    try:
+        scans, latency, turnaround = _scan_metrics()
+        scans.labels(status=status, reason=reason or "").inc()
+        if seconds is not None:
+            latency.observe(max(seconds, 0.0))
+        if turnaround_s is not None:
+            turnaround.observe(max(turnaround_s, 0.0))
+    except Exception:  # noqa: BLE001 - metrics must never fail a scan
+        log.debug("could not record a scan's metrics", exc_info=True)
+
+
+class WorkerCollector:
+    """Values read on each scrape: Redis queue depths and the jobs table's counts by status."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Any = None
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from worker.sweeper import queue_depths, redis_client
+
+        broker_up = GaugeMetricFamily("fetalhc_broker_up", "1 when the Redis queues could be read")
+        try:
+            if self._client is None:
+                self._client = redis_client(self.settings.broker_url)
+            depths = queue_depths(self._client)
+        except Exception as exc:  # noqa: BLE001 - report the outage as a value, not a failed scrape
+            log.debug("queue depth unavailable: %s", type(exc).__name__)
+            broker_up.add_metric([], 0)
+        else:
+            broker_up.add_metric([], 1)
+            depth = GaugeMetricFamily("fetalhc_queue_depth", "Messages waiting in a Redis queue", labels=["queue"])
+            for queue, n in depths.items():
+                depth.add_metric([queue], n)
+            yield depth
+        yield broker_up
+
+        from db import JobStatus, job_counts, session_scope
+
+        database_up = GaugeMetricFamily("fetalhc_database_up", "1 when the jobs table could be read")
+        try:
+            with session_scope(self.settings.database_url) as session:
+                counts = job_counts(session)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("job counts unavailable: %s", type(exc).__name__)
+            database_up.add_metric([], 0)
+        else:
+            database_up.add_metric([], 1)
+            jobs = GaugeMetricFamily("fetalhc_jobs", "Jobs in the database by status", labels=["status"])
+            for status in JobStatus:
+                jobs.add_metric([status.value], counts.get(status.value, 0))
+            yield jobs
+        yield database_up
+
+
+def build_registry(settings: Settings) -> Any:
+    """The registry served by the worker: pool processes' counts (multiprocess) plus scrape-time values."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        MultiProcessCollector(registry)
+    registry.register(WorkerCollector(settings))
+    return registry
+
+
+def start_metrics_server(settings: Settings, addr: str = "0.0.0.0") -> Any:
+    """Serve ``/metrics`` on ``settings.metrics_port`` from a daemon thread; returns the server."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(settings.metrics_port, addr=addr, registry=build_registry(settings))
+    except OSError as exc:
+        log.error("metrics endpoint not started: port %d: %s (set FETALHC_METRICS_PORT, 0 disables)",
+                  settings.metrics_port, exc.strerror)
+        return None
+    log.info("metrics on http://%s:%d/metrics", addr, settings.metrics_port)
+    return server
