@@ -10,8 +10,9 @@ from skimage import measure
 from models.ellipse import Ellipse, fit_ellipse_robust
 from models.errors import MeasurementError
 
-# HC18 training HC runs 44.3-346.4 mm (REFERENCES.md); outside a margin around it no gestation fits.
-PLAUSIBLE_HC_MM = (40.0, 400.0)
+# HC18 training HC runs 44.3-346.4 mm (REFERENCES.md); INTERGROWTH-21st mean + 3 SD at 40+0 weeks
+# is about 373 mm. Outside (40, 380) mm no gestation fits.
+PLAUSIBLE_HC_MM = (40.0, 380.0)
 LOW_CONFIDENCE = 0.6
 MIN_INLIERS = 0.85
 # Boundary points closer than this to the image edge are the picture's edge, not skull (pixels).

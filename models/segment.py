@@ -22,6 +22,8 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,))
 # HCs measured on the flipped copies disagreeing by more than this fraction: flagged "unstable".
 # About the +-3% intra-observer limits of agreement for HC (Sarris 2012).
 MAX_TTA_SPREAD = 0.03
+# Below this quality there is no head worth reviewing (noise, a cardiac view): a failure, not a number.
+MIN_QUALITY = 0.15
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,11 @@ def measure_images(
     segmentations = segment_with_members(net, [images[i] for i in todo], input_size, device)
     for i, seg in zip(todo, segmentations):
         try:
-            results[i] = with_agreement(measure_head(seg.prob, *spacings_mm[i]), seg.members, spacings_mm[i])
+            bio = with_agreement(measure_head(seg.prob, *spacings_mm[i]), seg.members, spacings_mm[i])
+            if bio.quality < MIN_QUALITY:
+                raise MeasurementError(f"no fetal head found with confidence (quality {bio.quality:.2f} < "
+                                       f"{MIN_QUALITY})", reason="no_head_found")
+            results[i] = bio
         except Exception as exc:  # noqa: BLE001 - returned per image, raised by the caller
             results[i] = exc
     return [r for r in results if r is not None]
