@@ -45,12 +45,13 @@ def cmd_process(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     ctx = load_context(settings)
     paths = list(expand_paths(args.paths))
+    ga_days = _manifest_ga(args.manifest, paths)
     exit_code = 0
     for start in range(0, len(paths), settings.batch_size):
         chunk = paths[start : start + settings.batch_size]
         with session_scope(settings.database_url) as session:
             job_ids = [create_job(session, str(p.resolve()), "cli") for p in chunk]
-        rows = measure_items(ctx, [WorkItem(p, j) for p, j in zip(chunk, job_ids)])
+        rows = measure_items(ctx, [WorkItem(p, j, ga_days.get(str(p.resolve()))) for p, j in zip(chunk, job_ids)])
         for row in rows:
             if row["status"] == "failed":
                 exit_code = 3
@@ -64,6 +65,15 @@ def cmd_process(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def _manifest_ga(manifest: str | None, paths: list[Path]) -> dict[str, float]:
+    """GA in days per resolved path from a dating manifest CSV (empty without one)."""
+    if not manifest:
+        return {}
+    from worker.manifest import Manifest
+
+    return Manifest.load(manifest).ga_days_for_files(paths)
+
+
 # -- queue -----------------------------------------------------------------------------------------------------
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -71,8 +81,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from worker.enqueue import enqueue_files
     from worker.files import expand_paths
 
-    summary = enqueue_files(get_settings(), expand_paths(args.paths), queue=args.queue, source="cli",
-                            batch=args.batch)
+    paths = list(expand_paths(args.paths))
+    summary = enqueue_files(get_settings(), paths, queue=args.queue, source="cli",
+                            ga_days=_manifest_ga(args.manifest, paths), batch=args.batch)
     result = {"queued": summary.queued, "deferred": summary.deferred, "job_ids": summary.job_ids}
     if args.json:
         _print_json(result)
@@ -228,6 +239,24 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API and the web page until Ctrl-C (see worker.api)."""
+    from worker.api import make_server
+
+    logging.getLogger("worker.api").setLevel(logging.INFO)  # request lines: method, path, status (no query)
+    settings = get_settings()
+    server = make_server(settings, args.host, args.port)
+    print(f"serving the fetalhc API and page on {server.url}/ "
+          f"({'token required' if settings.api_token else 'no token'}); Ctrl-C stops", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_centile(args: argparse.Namespace) -> int:
     """Growth facts of one HC value: GA estimates, and z/centile when a GA is given."""
     from models.growth import ga_from_hc, hc_centile
@@ -342,6 +371,10 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 # -- parser ----------------------------------------------------------------------------------------------------
 
+MANIFEST_HELP = ("dating CSV: a key column (sop_instance_uid | study_instance_uid | accession_number) and one of "
+                 "ga_days | lmp | edd (YYYY-MM-DD); the GA it gives is used for centiles")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their arguments."""
     parser = argparse.ArgumentParser(prog="fetalhc", description="Fetal head circumference from ultrasound DICOM.")
@@ -351,11 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("process", help="measure files in this process (no broker)")
     p.add_argument("paths", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per scan")
+    p.add_argument("--manifest", default=None, help=MANIFEST_HELP)
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("enqueue", help="queue files or folders for the workers")
     p.add_argument("paths", nargs="+")
     p.add_argument("--queue", default="live", choices=("live", "backfill"))
+    p.add_argument("--manifest", default=None, help=MANIFEST_HELP)
     p.add_argument("--batch", type=int, default=1,
                    help="scans per message (fetalhc.measure_batch; for GPU workers); default 1")
     p.add_argument("--json", action="store_true")
@@ -419,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true")
     p.add_argument("--chart", default=None, help="write a growth chart PNG of the rows")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("serve", help="HTTP API and web page (results, stats, try one scan)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; set FETALHC_API_TOKEN before binding wider)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("centile", help="GA estimate, z-score and centile of one HC")
     p.add_argument("--hc-mm", type=float, required=True)
