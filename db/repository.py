@@ -6,11 +6,11 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.tables import MEASUREMENT_COLUMNS, Job, JobStatus, Measurement
+from db.tables import MEASUREMENT_COLUMNS, Job, JobStatus, Measurement, MeasurementStatus
 
 _KEY = ("sop_instance_uid", "frame", "model_version")
 _NOT_UPDATED = {"id", "created_at", *_KEY}
@@ -40,7 +40,11 @@ def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
     else:  # pragma: no cover - other databases are not supported
         raise ValueError(f"unsupported database dialect {dialect!r}; use PostgreSQL or SQLite")
     changes = {k: stmt.excluded[k] for k in row if k not in _NOT_UPDATED}
-    session.execute(stmt.on_conflict_do_update(index_elements=list(_KEY), set_=changes))
+    # A failure never replaces a measurement of the same instance (a truncated re-send of a scan
+    # that was measured keeps its measurement); anything else is replaced by the newer write.
+    keep_measured = or_(Measurement.status == MeasurementStatus.FAILED.value,
+                        stmt.excluded.status != MeasurementStatus.FAILED.value)
+    session.execute(stmt.on_conflict_do_update(index_elements=list(_KEY), set_=changes, where=keep_measured))
 
 
 def create_job(session: Session, path: str, source: str, queue: str | None = None,

@@ -103,3 +103,15 @@ def test_query_filters_by_patient_and_date(db_url: str) -> None:
     with session_scope(db_url) as s:
         assert [r.hc_mm for r in query_measurements(s, patient_id="A")] == [100.0, 200.0]
         assert [r.hc_mm for r in query_measurements(s, since=dt.date(2026, 1, 15))] == [300.0, 200.0]
+
+
+def test_a_failure_never_replaces_a_measurement(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        upsert_measurement(s, _row("7.7", 180.0))
+        upsert_measurement(s, _row("7.7", None, status="failed", reason="truncated"))  # a broken re-send
+        upsert_measurement(s, _row("8.8", None, status="failed", reason="no_head_found"))
+        upsert_measurement(s, _row("8.8", 150.0, status="needs_review"))  # measured later: replaces the failure
+    with session_scope(db_url) as s:
+        rows = {r.sop_instance_uid: r for r in query_measurements(s)}
+        assert (rows["7.7"].status, rows["7.7"].hc_mm, rows["7.7"].reason) == ("measured", 180.0, None)
+        assert (rows["8.8"].status, rows["8.8"].hc_mm) == ("needs_review", 150.0)
