@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from db import Job, Measurement, session_scope, upgrade
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
+from tests.services import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +24,6 @@ def _env(pg_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
     env.update({"FETALHC_DATABASE_URL": pg_url, "FETALHC_BROKER_URL": redis_url, "FETALHC_DEVICE": "cpu",
                 "FETALHC_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1"})
     return env
-
-
-def _wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def test_worker_measures_enqueued_scans_into_postgres(pg_url: str, redis_url: str, tmp_path: Path) -> None:
@@ -60,7 +51,7 @@ def test_worker_measures_enqueued_scans_into_postgres(pg_url: str, redis_url: st
             with session_scope(pg_url) as s:
                 return all(j.status in ("done", "needs_review", "failed") for j in s.scalars(select(Job))) \
                     and len(s.scalars(select(Job)).all()) == 3
-        assert _wait_for(finished, timeout=240), (tmp_path / "worker.log").read_text()[-3000:]
+        assert wait_for(finished, timeout=240), (tmp_path / "worker.log").read_text()[-3000:]
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
