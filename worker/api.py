@@ -68,17 +68,13 @@ from db import (
     query_measurements,
     row_dict,
     session_scope,
-    set_job_status,
     upgrade,
-    upsert_measurement,
 )
 from db.tables import MEASUREMENT_COLUMNS
 from dicom_io import ScanIdentity, SpacingSource, stable_uid, write_us_image
 from models.errors import WeightsError
 from models.weights import SHIPPED_WEIGHTS, LoadedModel
-# _measure and _row: the pipeline's own steps without the storing that measure_items always does
-# (a public measure-only function in worker.pipeline would be the better seam).
-from worker.pipeline import PipelineContext, WorkItem, _measure, _row, load_context
+from worker.pipeline import PipelineContext, WorkItem, load_context, measure_rows, store_rows
 from worker.settings import Settings
 from worker.webpage import PAGE_HEADERS, PAGE_HTML
 
@@ -497,18 +493,6 @@ def _write_dicom(upload: Upload, folder: Path) -> Path:
     return path
 
 
-def _store(app: ApiApp, item: WorkItem, row: dict[str, Any]) -> None:
-    """Record the row and finish its job, as ``worker.pipeline.measure_items`` does."""
-    with session_scope(app.settings.database_url) as session:
-        if row.get("sop_instance_uid"):
-            upsert_measurement(session, {k: v for k, v in row.items() if k in MEASUREMENT_COLUMNS})
-        if item.job_id is not None:
-            status = {"measured": JobStatus.DONE, "needs_review": JobStatus.NEEDS_REVIEW,
-                      "failed": JobStatus.FAILED}[row["status"]]
-            set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
-                           sop_instance_uid=row.get("sop_instance_uid"))
-
-
 def _overlay_data_url(item: WorkItem, row: dict[str, Any]) -> str | None:
     """The measured frame with the fitted ellipse (or the image alone when no head was measured)."""
     from models.evaluate import overlay_png
@@ -584,15 +568,14 @@ def handle_measure(app: ApiApp, req: Request) -> Response:
                 job_id = create_job(session, str(path), "api", ga_days_given=upload.ga_days)
         item = WorkItem(path, job_id, upload.ga_days)
         with app.measure_lock:  # one forward pass (and one matplotlib figure) at a time
-            _measure(ctx, [item])
-            row = _row(ctx, item)
+            row = measure_rows(ctx, [item])[0]
             overlay = _overlay_data_url(item, row)
         if row.get("detail"):  # the reader names the file; the caller knows it as their upload
             row["detail"] = str(row["detail"]).replace(path.name, "the upload")
         if upload.kind != "dicom" and row.get("spacing_source"):
             row["spacing_source"] = SpacingSource.GIVEN.value  # the caller's spacing_mm, not the file's
         if upload.store:
-            _store(app, item, row)
+            store_rows(app.settings.database_url, [item], [row])
     log.info("api measure kind=%s status=%s reason=%s stored=%s ms=%s", upload.kind, row["status"],
              row.get("reason"), upload.store, row.get("total_ms"))
     return json_response(measure_body(row, item, upload, overlay), 422 if row["status"] == "failed" else 200)

@@ -165,15 +165,19 @@ def _header_identity(path: Path) -> dict[str, Any]:
     }
 
 
-def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
-    """Measure the items and store one row each; returns the rows (as stored, plus ``path``).
+def measure_rows(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
+    """Measure the items without storing anything; one row (dict of columns plus ``path``) each."""
+    _measure(ctx, items)
+    return [_row(ctx, item) for item in items]
+
+
+def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert each row with an instance UID and finish each item's job with its outcome.
 
     A file whose instance UID is unknown (unreadable) gets no measurement row, only its job's
     failure. Database errors propagate (transient: the caller retries).
     """
-    _measure(ctx, items)
-    rows = [_row(ctx, item) for item in items]
-    with session_scope(ctx.settings.database_url) as session:
+    with session_scope(database_url) as session:
         for item, row in zip(items, rows):
             if row.get("sop_instance_uid"):
                 upsert_measurement(session, row)
@@ -182,15 +186,13 @@ def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[
                           "failed": JobStatus.FAILED}[row["status"]]
                 set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
                                sop_instance_uid=row.get("sop_instance_uid"))
+
+
+def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
+    """Measure the items and store them (``measure_rows`` then ``store_rows``); returns the rows."""
+    rows = measure_rows(ctx, items)
+    store_rows(ctx.settings.database_url, items, rows)
     for row in rows:
         log.info("measured job=%s status=%s reason=%s hc_mm=%s ms=%s", row.get("job_id"), row["status"],
                  row.get("reason"), row.get("hc_mm"), row["total_ms"])
     return rows
-
-
-def measure_paths(ctx: PipelineContext, paths: Sequence[Path], job_ids: Sequence[int | None] | None = None,
-                  ga_days: Sequence[float | None] | None = None) -> list[dict[str, Any]]:
-    """Convenience: ``measure_items`` over plain paths."""
-    job_ids = job_ids or [None] * len(paths)
-    ga_days = ga_days or [None] * len(paths)
-    return measure_items(ctx, [WorkItem(Path(p), j, g) for p, j, g in zip(paths, job_ids, ga_days)])
