@@ -6,7 +6,6 @@ Python, ``Trainer`` does the work with one method per step.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging

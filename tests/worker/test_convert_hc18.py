@@ -26,7 +26,7 @@ def test_uncompressed_file_measures_the_same_hc_as_the_png(
     from db import upgrade
     from models.biometry import Biometry
     from models.segment import measure_images
-    from worker.pipeline import load_context, measure_paths
+    from worker.pipeline import WorkItem, load_context, measure_rows
     from worker.settings import get_settings
 
     converted = convert_hc18(hc18_dir, tmp_path / "dicom", limit=2)
@@ -37,7 +37,7 @@ def test_uncompressed_file_measures_the_same_hc_as_the_png(
     images = [np.asarray(Image.open(hc18_dir / "training_set" / c.name).convert("L")) for c in converted]
     png = measure_images(ctx.model.net, images, [(c.pixel_size_mm, c.pixel_size_mm) for c in converted],
                          ctx.model.input_size, ctx.device)
-    rows = measure_paths(ctx, [c.path for c in converted])
+    rows = measure_rows(ctx, [WorkItem(c.path) for c in converted])
 
     measured = 0
     for scan, from_png, row in zip(converted, png, rows):
