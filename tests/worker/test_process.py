@@ -61,10 +61,10 @@ def test_process_records_failures_with_reasons(
     scans = tmp_path / "scans"
     scans.mkdir()
     image = make_phantom(seed=1).image
-    uncalibrated = write_us_image(scans / "a_uncal.dcm", image, 0.15, regions=False)
+    write_us_image(scans / "a_uncal.dcm", image, 0.15, regions=False)
     not_dicom = scans / "b_notes.txt"
     not_dicom.write_text("not an image")
-    blank = write_us_image(scans / "c_blank.dcm", np.zeros((300, 400), np.uint8), 0.2)
+    write_us_image(scans / "c_blank.dcm", np.zeros((300, 400), np.uint8), 0.2)
 
     code, rows = _run_json(capsys, str(scans))
 
