@@ -17,6 +17,8 @@ class Architecture(str, Enum):
     FLEXIBLE_UNET = "flexible-unet"  # MONAI FlexibleUNet, EfficientNet-B0 encoder, no pretraining
 
 
+BATCH_NORM_MOMENTUM = 0.1  # PyTorch's default
+
 DEFAULT_KWARGS: dict[Architecture, dict[str, Any]] = {
     Architecture.UNET: {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
     Architecture.ATTENTION_UNET: {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2]},
@@ -53,7 +55,13 @@ def build_network(arch: str | Architecture, **overrides: Any) -> nn.Module:
         return AttentionUnet(spatial_dims=2, in_channels=1, out_channels=1, **kwargs)
     from monai.networks.nets import FlexibleUNet
 
-    return FlexibleUNet(in_channels=1, out_channels=1, spatial_dims=2, pretrained=False, **kwargs)
+    net = FlexibleUNet(in_channels=1, out_channels=1, spatial_dims=2, pretrained=False, **kwargs)
+    # EfficientNet keeps TensorFlow's batch-norm momentum (0.01): trained from scratch for a few
+    # thousand steps its running statistics lag far behind and eval-mode output collapses.
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = BATCH_NORM_MOMENTUM
+    return net
 
 
 def count_parameters(net: nn.Module) -> int:
