@@ -43,6 +43,17 @@ def env(fetalhc_env: pytest.MonkeyPatch, one_thread: None) -> Settings:
     return settings
 
 
+@pytest.fixture()
+def broker(env: Settings, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> PrivateRedis:
+    """A private Redis as the broker of this process's settings and Celery app."""
+    import worker.celery_app
+
+    monkeypatch.setenv("FETALHC_BROKER_URL", private_redis.url)
+    monkeypatch.setattr(worker.celery_app, "_APP", None)
+    get_settings.cache_clear()
+    return private_redis
+
+
 def _scan(path: Path, seed: int = 0, **kwargs: object) -> Path:
     phantom = make_phantom(shape=(200, 300), hc_mm=100.0 + seed, spacing_mm=0.2, seed=seed)
     ident = ScanIdentity(patient_id=PATIENT_ID, patient_name=PATIENT_NAME, study_date=dt.date(2026, 2, 1))
@@ -118,15 +129,11 @@ def test_measure_batch_measures_every_item_and_fails_only_the_bad_one(env: Setti
 
 
 def test_a_batch_interrupted_before_is_split_into_single_messages(
-        env: Settings, tmp_path: Path, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Settings, tmp_path: Path, broker: PrivateRedis) -> None:
     import redis
 
-    import worker.celery_app
     from worker.tasks import measure_batch
 
-    monkeypatch.setenv("FETALHC_BROKER_URL", private_redis.url)
-    monkeypatch.setattr(worker.celery_app, "_APP", None)
-    get_settings.cache_clear()
     paths = [_scan(tmp_path / f"s{i}.dcm", seed=i) for i in range(3)]
     crashed = _job(env, paths[0], JobStatus.RUNNING, attempts=1)  # a worker died while the batch ran
     finished = _job(env, paths[1], JobStatus.DONE, attempts=1)
@@ -135,7 +142,7 @@ def test_a_batch_interrupted_before_is_split_into_single_messages(
     result = measure_batch.run([[j, str(p), None] for j, p in zip((crashed, finished, waiting), paths)])
 
     assert result == {"split": 3}
-    raw = redis.Redis.from_url(private_redis.url).lrange("live", 0, -1)
+    raw = redis.Redis.from_url(broker.url).lrange("live", 0, -1)
     messages = [json.loads(m) for m in raw]
     assert {m["headers"]["task"] for m in messages} == {"fetalhc.measure"}
     assert sorted(json.loads(base64.b64decode(m["body"]))[0][0] for m in messages) == sorted(
@@ -192,21 +199,17 @@ def test_worker_logs_name_jobs_and_never_patients(env: Settings, tmp_path: Path)
 
 
 def test_enqueue_with_batch_groups_scans_per_message(
-        env: Settings, tmp_path: Path, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Settings, tmp_path: Path, broker: PrivateRedis) -> None:
     import redis
 
-    import worker.celery_app
     from worker.enqueue import enqueue_files
 
-    monkeypatch.setenv("FETALHC_BROKER_URL", private_redis.url)
-    monkeypatch.setattr(worker.celery_app, "_APP", None)
-    get_settings.cache_clear()
     paths = [_scan(tmp_path / f"s{i}.dcm", seed=i) for i in range(5)]
 
     summary = enqueue_files(get_settings(), paths, batch=2)
 
     assert (summary.queued, summary.deferred) == (5, 0)
-    raw = redis.Redis.from_url(private_redis.url).lrange("live", 0, -1)
+    raw = redis.Redis.from_url(broker.url).lrange("live", 0, -1)
     bodies = [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in reversed(raw)]  # oldest first
     assert [[item[0] for item in body[0]] for body in bodies] == [summary.job_ids[:2], summary.job_ids[2:4],
                                                                     summary.job_ids[4:]]
