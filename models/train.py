@@ -108,6 +108,7 @@ class Trainer:
         np.random.seed(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        torch.backends.cudnn.benchmark = self.device.type == "cuda"
         cases = load_cases(cfg.data)
         if cfg.limit:
             cases = cases[: cfg.limit]
@@ -122,7 +123,9 @@ class Trainer:
         transforms = train_transforms(cfg.input_size)
         transforms.set_random_state(seed=cfg.seed)
         ds = CacheDataset([{"case": c} for c in self.train_cases], transforms, num_workers=2, progress=True)
-        self.loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, drop_last=True)
+        workers = cfg.workers if cfg.workers is not None else (6 if self.device.type == "cuda" else 0)
+        self.loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers, drop_last=True,
+                                 persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
         self.val_items = [(c, c.load_image(), c.reference_ellipse_px()) for c in self.val_cases]
 
         self.net = build_network(self.arch, **self.arch_kwargs).to(self.device)

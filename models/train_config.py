@@ -15,7 +15,7 @@ class TrainConfig:
     data: Path
     out: Path
     arch: str = "unet"
-    input_size: tuple[int, int] = (192, 288)
+    input_size: tuple[int, int] = (256, 384)
     epochs: int = 60
     batch_size: int = 16
     lr: float = 2e-3
@@ -29,6 +29,7 @@ class TrainConfig:
     init_weights: Path | None = None  # start from these network weights (fine-tuning, continuing)
     limit: int | None = None  # use only the first N cases (smoke tests)
     threads: int | None = None
+    workers: int | None = None  # augmentation processes; None: 0 on CPU, 6 on CUDA
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -38,7 +39,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--data", type=Path, required=True, help="HC18-layout folder (e.g. ../shared/hc18)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
     p.add_argument("--arch", default="unet", help="unet | attention-unet | flexible-unet")
-    p.add_argument("--input-size", type=int, nargs=2, default=(192, 288), metavar=("H", "W"))
+    p.add_argument("--input-size", type=int, nargs=2, default=(256, 384), metavar=("H", "W"))
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -53,6 +54,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="start from the network weights of a last.pt or weights file, with a new schedule")
     p.add_argument("--limit", type=int, default=None, help="use only the first N cases")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-augmentation worker processes (default: 0 on CPU, 6 on CUDA)")
+    p.add_argument("--channels", type=int, nargs="+", default=None,
+                   help="UNet/AttentionUnet feature channels per level (default 16 32 64 128 256)")
     return p
 
 
@@ -63,7 +68,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
         val_every=args.val_every, device=args.device, time_limit_min=args.time_limit_min, resume=args.resume,
         init_weights=args.init_weights,
-        limit=args.limit, threads=args.threads,
+        limit=args.limit, threads=args.threads, workers=args.workers,
+        arch_kwargs={"channels": list(args.channels)} if args.channels else {},
     )
 
 

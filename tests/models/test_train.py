@@ -54,3 +54,12 @@ def test_train_writes_split_log_curves_and_loadable_weights(tmp_path: Path) -> N
     train(resumed)
     with open(out / "log.csv") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+
+
+def test_command_line_sets_channels_workers_and_the_shipped_input_size() -> None:
+    from models.train_config import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(
+        ["--data", "d", "--channels", "24", "48", "96", "--workers", "3"]))
+    assert cfg.arch_kwargs == {"channels": [24, 48, 96]} and cfg.workers == 3
+    assert cfg.input_size == load_weights().input_size  # defaults train what is shipped
