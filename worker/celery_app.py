@@ -16,6 +16,7 @@ QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE)
 
 
 _APP: Celery | None = None
+_PUBLISHERS: dict[str, Celery] = {}  # broker URL -> app, for settings that name another broker
 
 
 def create_app(settings: Settings | None = None, set_as_current: bool = True) -> Celery:
@@ -65,6 +66,20 @@ def get_app() -> Celery:
     if _APP is None:
         _APP = create_app()
     return _APP
+
+
+def app_for(settings: Settings) -> Celery:
+    """An app that publishes to ``settings.broker_url``: the process's app when it uses that broker.
+
+    Code that is handed a ``Settings`` (enqueue, backfill, the listener) sends where those settings
+    say, not where the process's environment says.
+    """
+    app = get_app()
+    if app.conf.broker_url == settings.broker_url:
+        return app
+    if settings.broker_url not in _PUBLISHERS:
+        _PUBLISHERS[settings.broker_url] = create_app(settings, set_as_current=False)
+    return _PUBLISHERS[settings.broker_url]
 
 
 def run_worker(settings: Settings, concurrency: int = 1, queues: str = "live,backfill", loglevel: str = "INFO",

@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from db import JobStatus, create_job, session_scope, set_job_status, upgrade
-from worker.celery_app import LIVE_QUEUE, get_app
+from worker.celery_app import LIVE_QUEUE, app_for, get_app
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def enqueue_batch(settings: Settings, paths: Sequence[str | Path], queue: str, s
     with session_scope(settings.database_url) as session:
         job_ids = [create_job(session, path, source, queue, ga_days_given=ga) for path, ga in items]
     try:
-        send_batch([(job_id, path, ga) for job_id, (path, ga) in zip(job_ids, items)], queue)
+        send_batch([(job_id, path, ga) for job_id, (path, ga) in zip(job_ids, items)], queue, app=app_for(settings))
     except BROKER_ERRORS as exc:
         log.warning("%d jobs recorded but not queued (broker unreachable: %s); the sweeper will queue them",
                     len(job_ids), type(exc).__name__)
@@ -119,7 +119,7 @@ def enqueue_one(settings: Settings, path: str | Path, queue: str, source: str, g
         job_id = create_job(session, path_str, source, queue, ga_days_given=ga_days,
                             sop_instance_uid=sop_instance_uid)
     try:
-        send(job_id, path_str, queue, ga_days)
+        send(job_id, path_str, queue, ga_days, app=app_for(settings))
     except BROKER_ERRORS as exc:
         log.warning("job %s recorded but not queued (broker unreachable: %s); the sweeper will queue it",
                     job_id, type(exc).__name__)

@@ -4,6 +4,11 @@ Log lines name jobs by id, never by patient: no patient ID, name, birth date or 
 number is ever passed to a logger. The JSON formatter adds the job(s) the current task is
 working on (``job_id`` or ``job_ids``), set by the tasks with ``job_context``.
 
+Libraries are not so careful: pydicom warns ``Invalid value for VR DA: '19850312x'`` about a
+birth date, and messages may carry file paths named after patients. Python warnings are routed
+into logging, and every record from outside fetalhc passes through ``redact``: quoted values and
+file paths are replaced before any handler writes them.
+
 Example:
     >>> configure_logging("json", "INFO")
     >>> with job_context([42]):
@@ -16,6 +21,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +35,35 @@ _JOB_IDS: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("feta
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime",
                                                                                          "taskName"}
+
+
+OWN_LOGGERS = ("worker", "dicom_io", "db", "models", "fetalhc", "__main__")
+_QUOTED = re.compile(r"""(['"])(?:(?!\1).){1,512}?\1""")
+_PATH = re.compile(r"""(?<![\w:/])(?:[A-Za-z]:)?(?:[/\\][^\s'"/\\]+){2,}[/\\]?""")
+
+
+def redact(text: str) -> str:
+    """``text`` with quoted values and file paths replaced by placeholders.
+
+    Example:
+        >>> redact("Invalid value for VR DA: '19850312x' in /archive/DOE_JANE/1.dcm")
+        "Invalid value for VR DA: '<redacted>' in <path>"
+    """
+    text = _QUOTED.sub(lambda m: f"{m.group(1)}<redacted>{m.group(1)}", text)
+    return _PATH.sub("<path>", text)
+
+
+class RedactLibraryRecords(logging.Filter):
+    """Rewrites records of other libraries' loggers (pydicom, pynetdicom, warnings) with ``redact``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in OWN_LOGGERS:
+            return True
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
 
 
 @contextmanager
@@ -65,6 +100,8 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             obj["exc_type"] = record.exc_info[0].__name__
             obj["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and redacted) by RedactLibraryRecords
+            obj["exc"] = record.exc_text
         return json.dumps(obj, default=str)
 
 
@@ -88,5 +125,7 @@ def configure_logging(fmt: str = "text", level: int | str = logging.WARNING, for
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler._fetalhc = True  # type: ignore[attr-defined]
+    handler.addFilter(RedactLibraryRecords())
     root.addHandler(handler)
+    logging.captureWarnings(True)  # warnings.warn(...) from libraries goes through the filter too
     root.setLevel(level.upper() if isinstance(level, str) else level)

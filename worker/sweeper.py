@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db import JobStatus, session_scope, set_job_status, stale_jobs
-from worker.celery_app import LIVE_QUEUE, QUEUES, create_app
+from worker.celery_app import LIVE_QUEUE, QUEUES, app_for, create_app
 from worker.enqueue import BROKER_ERRORS, send
 from worker.settings import Settings
 
@@ -95,7 +95,7 @@ def sweep(settings: Settings, older_than: dt.timedelta, force: bool = False, app
             summary.waiting += 1
             continue
         try:
-            send(job_id, path, queue, ga, app=app)
+            send(job_id, path, queue, ga, app=app or app_for(settings))
         except BROKER_ERRORS:
             summary.deferred += 1
             continue

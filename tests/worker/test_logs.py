@@ -80,3 +80,53 @@ def test_unknown_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FETALHC_LOG_FORMAT", "xml")
     with pytest.raises(ValueError, match="FETALHC_LOG_FORMAT"):
         Settings()
+
+
+@pytest.fixture
+def root_logging():
+    """Restore the root logger (handlers, level) and warnings routing after a test configures them."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    logging.captureWarnings(False)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+
+
+def test_library_messages_lose_patient_values_and_paths(tmp_path, capsys, root_logging) -> None:
+    import warnings
+
+    from pydicom.dataset import Dataset
+
+    path = tmp_path / "DOE_JANE" / "scan.dcm"
+    configure_logging("json", "INFO", force=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        copy = Dataset()  # as when a header is copied into a derived object (an SR, a converted image)
+        copy.PatientBirthDate = "1985-03-12"  # pydicom warns and logs: Invalid value for VR DA: '1985-03-12'
+        warnings.warn(f"could not decode {path}", UserWarning)
+    logging.getLogger("pynetdicom.events").warning("cannot open %s for 'DOE^JANE'", path)
+    logging.getLogger("worker.pipeline").info("job %s: reason '%s'", 7, "uncalibrated")
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    text = json.dumps(lines)
+    assert "1985-03-12" not in text and "DOE" not in text and str(tmp_path) not in text
+    messages = {(line["logger"], line["message"]) for line in lines}
+    assert ("pydicom", "Invalid value for VR DA: '<redacted>'.") in messages
+    assert any(logger == "py.warnings" and "could not decode <path>" in msg for logger, msg in messages)
+    assert ("pynetdicom.events", "cannot open <path> for '<redacted>'") in messages
+    assert ("worker.pipeline", "job 7: reason 'uncalibrated'") in messages  # our own lines are left alone
+
+
+def test_library_exceptions_are_redacted_too(capsys, root_logging) -> None:
+    configure_logging("text", "INFO", force=True)
+    try:
+        raise ValueError("bad value 'DOE^JANE' in /data/DOE_JANE/x.dcm")
+    except ValueError:
+        logging.getLogger("celery.worker").exception("task failed")
+    err = capsys.readouterr().err
+    assert "task failed" in err and "ValueError: bad value '<redacted>' in <path>" in err
+    assert "DOE" not in err

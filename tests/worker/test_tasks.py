@@ -216,3 +216,26 @@ def test_enqueue_with_batch_groups_scans_per_message(
     assert {_get(env, j).status for j in summary.job_ids or []} == {"queued"}
     with pytest.raises(ValueError):
         enqueue_files(get_settings(), paths, batch=0)
+
+
+def test_enqueue_publishes_to_the_broker_of_the_settings_it_is_given(
+        env: Settings, tmp_path: Path, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's own broker (environment) is down; the Settings passed in name a live one."""
+    import dataclasses
+
+    import redis
+
+    import worker.celery_app
+    from worker.enqueue import enqueue_files
+
+    monkeypatch.setenv("FETALHC_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    monkeypatch.setattr(worker.celery_app, "_APP", None)
+    get_settings.cache_clear()
+    settings = dataclasses.replace(get_settings(), broker_url=private_redis.url)
+
+    summary = enqueue_files(settings, [_scan(tmp_path / "a.dcm"), _scan(tmp_path / "b.dcm", seed=1)])
+
+    assert (summary.queued, summary.deferred) == (2, 0)
+    raw = redis.Redis.from_url(private_redis.url).lrange("live", 0, -1)
+    sent = sorted(json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in raw)
+    assert sent == sorted(summary.job_ids)
