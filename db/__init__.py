@@ -1,6 +1,7 @@
-"""The results database (SQLAlchemy 2): tables, engines and sessions, queries. No torch, no Celery."""
+"""The results database (SQLAlchemy 2): tables, engines and sessions, migrations, queries. No torch, no Celery."""
 
-from db.engine import dispose_all, get_engine, session_scope, upgrade
+from db.engine import current_revision, dispose_all, get_engine, session_scope, upgrade
+from db.migrate import SchemaError, head_revision
 from db.repository import (
     create_job,
     get_job,
@@ -15,7 +16,7 @@ from db.repository import (
 from db.tables import Base, Job, JobStatus, Measurement, MeasurementStatus
 
 __all__ = [
-    "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "create_job", "dispose_all", "get_engine",
-    "get_job", "job_counts", "measured_uids", "query_measurements", "row_dict", "session_scope", "set_job_status",
-    "stale_jobs", "upgrade", "upsert_measurement",
+    "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "SchemaError", "create_job", "current_revision",
+    "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "measured_uids", "query_measurements",
+    "row_dict", "session_scope", "set_job_status", "stale_jobs", "upgrade", "upsert_measurement",
 ]

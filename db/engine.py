@@ -10,11 +10,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.tables import Base
-
+from db.migrate import database_revision, migrate
 
 _ENGINES: dict[str, Engine] = {}
 _SESSIONMAKERS: dict[str, sessionmaker[Session]] = {}
+_UPGRADED: dict[str, str] = {}  # URL -> revision this process brought it to (upgrade() is called often)
 
 
 def get_engine(url: str) -> Engine:
@@ -45,9 +45,21 @@ def _create_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
 
 
-def upgrade(url: str) -> None:
-    """Create the tables that do not exist yet (idempotent)."""
-    Base.metadata.create_all(get_engine(url))
+def upgrade(url: str) -> str:
+    """Migrate the database to the newest schema revision and return it (idempotent; cached per URL).
+
+    Safe to call from several processes at once, and on a database made before migrations
+    existed (it is adopted, never recreated); see ``db.migrate.migrate``.
+    """
+    revision = _UPGRADED.get(url)
+    if revision is None:
+        revision = _UPGRADED[url] = migrate(get_engine(url))
+    return revision
+
+
+def current_revision(url: str) -> str | None:
+    """The schema revision stamped in the database now (None: empty, or made before migrations)."""
+    return database_revision(get_engine(url))
 
 
 @contextmanager
@@ -68,7 +80,7 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def dispose_all(close: bool = True) -> None:
-    """Dispose and forget every engine (between tests; after a fork with ``close=False``).
+    """Dispose and forget every engine and upgrade (between tests; after a fork with ``close=False``).
 
     ``close=False`` leaves the pooled connections alone: in a forked child they are the parent's
     sockets, and closing them would end the parent's sessions.
@@ -77,3 +89,4 @@ def dispose_all(close: bool = True) -> None:
         engine.dispose(close=close)
     _ENGINES.clear()
     _SESSIONMAKERS.clear()
+    _UPGRADED.clear()

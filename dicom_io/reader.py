@@ -2,7 +2,8 @@
 
 Only the header is parsed up front (``stop_before_pixels``); the pixel data is checked by walking its
 element and fragment headers, then decoded one frame at a time straight from the file, so a long cine
-never sits decoded in memory. Every failure is a ``DicomError`` with a short ``reason``:
+never sits decoded in memory; a cine without (0028,6010) Representative Frame Number may be sampled
+(``plan_frames``). Every failure is a ``DicomError`` with a short ``reason``:
 
 ``missing_file`` ``not_dicom`` ``truncated`` ``corrupt_dicom`` ``not_ultrasound`` ``no_pixel_data``
 ``absurd_dimensions`` ``unsupported_pixels`` ``doppler_only`` ``uncalibrated``
@@ -17,6 +18,7 @@ import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
@@ -519,10 +521,73 @@ def representative_frame(ds: Dataset) -> int | None:
     return number if number is not None and 1 <= number <= total else None
 
 
-def frames_to_measure(ds: Dataset) -> list[int]:
-    """1-based frames to measure: the representative frame when named, else all of them."""
+class FrameRule(StrEnum):
+    """Why these frames of an instance are the ones measured."""
+
+    ASKED = "asked"  # the caller named them
+    REPRESENTATIVE = "representative"  # (0028,6010) Representative Frame Number
+    ALL = "all"  # every frame (a single-frame image, or a cine within the cap)
+    SAMPLED = "sampled"  # a cine over the cap: evenly spaced frames, first and last included
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """The 1-based ``frames`` (ascending, unique) of an instance of ``total`` frames to measure, and why."""
+
+    frames: tuple[int, ...]
+    total: int
+    rule: FrameRule
+
+    def __post_init__(self) -> None:
+        if not self.frames or list(self.frames) != sorted(set(self.frames)):
+            raise ValueError(f"frames must be ascending, unique and not empty: {self.frames}")
+        if self.frames[0] < 1 or self.frames[-1] > self.total:
+            raise ValueError(f"frames {self.frames} are not all within 1..{self.total}")
+
+    @property
+    def sampled(self) -> bool:
+        """True when frames were skipped by the cap (not by a representative frame or a caller's choice)."""
+        return self.rule is FrameRule.SAMPLED
+
+
+def sample_frames(total: int, max_frames: int) -> list[int]:
+    """``max_frames`` evenly spaced 1-based frames of ``total``, the first and the last included.
+
+    Every frame when ``max_frames`` is 0 or not below ``total``. The last frame is always kept: in a
+    retrospective cine (stored on freeze) it is the frame the operator froze on. With ``max_frames``
+    of 1 it is the only one. Integer arithmetic, so the choice is the same on every machine.
+
+    Example: ``sample_frames(120, 4) == [1, 41, 80, 120]``.
+    """
+    if total < 1 or max_frames < 0:
+        raise ValueError(f"cannot sample {max_frames} of {total} frames")
+    if max_frames == 0 or max_frames >= total:
+        return list(range(1, total + 1))
+    if max_frames == 1:
+        return [total]
+    steps, span = max_frames - 1, total - 1
+    # Round i * span / steps to the nearest integer; span > steps, so the frames are distinct.
+    return [1 + (2 * i * span + steps) // (2 * steps) for i in range(max_frames)]
+
+
+def plan_frames(ds: Dataset, max_frames: int = 0, asked: list[int] | None = None) -> FramePlan:
+    """Which frames of ``ds`` to measure: ``asked`` (1-based) when given; else (0028,6010)
+    Representative Frame Number when present; else every frame, or ``sample_frames`` of them when the
+    image has more than ``max_frames`` (0: no cap).
+    """
+    total = frame_count(ds)
+    if asked:
+        return FramePlan(tuple(sorted(set(asked))), total, FrameRule.ASKED)
     chosen = representative_frame(ds)
-    return [chosen] if chosen else list(range(1, frame_count(ds) + 1))
+    if chosen:
+        return FramePlan((chosen,), total, FrameRule.REPRESENTATIVE)
+    frames = sample_frames(total, max_frames)
+    return FramePlan(tuple(frames), total, FrameRule.SAMPLED if len(frames) < total else FrameRule.ALL)
+
+
+def frames_to_measure(ds: Dataset, max_frames: int = 0) -> list[int]:
+    """1-based frames to measure: the representative frame when named, else all (or a capped sample)."""
+    return list(plan_frames(ds, max_frames).frames)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -564,30 +629,39 @@ def _prepare(path: Path) -> tuple[Header, list[Calibration], int, int, int]:
     return header, calibrations, rows, cols, total
 
 
-def iter_scans(path: str | Path, frames: list[int] | None = None) -> Iterator[Scan]:
-    """Yield one ``Scan`` per (frame, usable region), reading and decoding one frame at a time.
+def open_scans(path: str | Path, frames: list[int] | None = None,
+               max_frames: int = 0) -> tuple[FramePlan, Iterator[Scan]]:
+    """Check ``path`` and plan its frames now; return the plan and a lazy iterator of its ``Scan`` values.
 
-    Frames: ``frames`` (1-based) when given, else (0028,6010) Representative Frame Number when present,
-    else every frame. Regions: every usable 2-D tissue region (largest first), each Scan cropped to its
-    region with ``calibration.region`` saying which; with Pixel Spacing only, the whole frame. The
-    caller measures each and keeps the best by quality: that picks the frame and the region holding
-    the head.
+    Frames: see ``plan_frames`` (``frames`` asked for, else the representative frame, else every frame
+    or, over ``max_frames``, an evenly spaced sample). Only the planned frames are decoded, one at a
+    time. Regions: every usable 2-D tissue region (largest first), each Scan cropped to its region
+    with ``calibration.region`` saying which; with Pixel Spacing only, the whole frame. The caller
+    measures each and keeps the best by quality: that picks the frame and the region holding the head.
 
     Raises:
         DicomError (or a subclass): the file cannot be read, is not a measurable ultrasound image, or
-        is uncalibrated (see the module docstring for the reasons).
+        is uncalibrated (see the module docstring for the reasons); decoding errors come from the iterator.
     """
     path = Path(path)
     header, calibrations, rows, cols, total = _prepare(path)
     ds = header.dataset
-    numbers = list(frames) if frames else frames_to_measure(ds)
-    bad = [n for n in numbers if not 1 <= n <= total]
+    bad = [n for n in frames or [] if not 1 <= n <= total]
     if bad:
         raise DicomError(f"{path.name} has {total} frame(s); frame(s) {bad} do not exist", reason="no_such_frame")
+    plan = plan_frames(ds, max_frames, frames)
     identity = _identity(ds)
     if not identity["sop_instance_uid"]:
         raise DicomError(f"{path.name} has no (0008,0018) SOP Instance UID", reason="corrupt_dicom")
-    for index, array in iter_frames(path, header, [n - 1 for n in numbers]):
+    return plan, _generate_scans(path, header, calibrations, plan, identity, (rows, cols))
+
+
+def _generate_scans(path: Path, header: Header, calibrations: list[Calibration], plan: FramePlan,
+                    identity: dict[str, object], shape: tuple[int, int]) -> Iterator[Scan]:
+    """The Scans of ``plan``'s frames (checked header, resolved calibrations), decoded one frame at a time."""
+    ds = header.dataset
+    rows, cols = shape
+    for index, array in iter_frames(path, header, [n - 1 for n in plan.frames]):
         try:
             grey = to_grey(array, ds)
         except DicomError:
@@ -604,10 +678,20 @@ def iter_scans(path: str | Path, frames: list[int] | None = None) -> Iterator[Sc
                 crop, origin = grey[y0 : y1 + 1, x0 : x1 + 1], (x0, y0)
             try:
                 scan = Scan(pixels=np.ascontiguousarray(crop), calibration=calibration, frame=index + 1,
-                            frames_in_instance=total, origin_xy=origin, **identity)  # type: ignore[arg-type]
+                            frames_in_instance=plan.total, origin_xy=origin, **identity)  # type: ignore[arg-type]
             except ValueError as exc:
                 raise UnsupportedImageError(f"cannot measure this image: {exc}", reason="unsupported_image") from exc
             yield scan
+
+
+def iter_scans(path: str | Path, frames: list[int] | None = None, max_frames: int = 0) -> Iterator[Scan]:
+    """Yield one ``Scan`` per (frame, usable region), reading and decoding one frame at a time.
+
+    Lazy: nothing is read before the first ``next``. Frames and regions as in ``open_scans``; with the
+    default ``max_frames=0`` a cine without a representative frame yields every frame.
+    """
+    _, scans = open_scans(path, frames, max_frames)
+    yield from scans
 
 
 def read_scan(path: str | Path, frame: int | None = None) -> Scan:

@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from dicom_io import iter_scans
+from dicom_io import DicomError, iter_scans, read_scan
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
 from models.segment import measure_images
-from worker.pipeline import load_context
+from worker.pipeline import WorkItem, load_context, measure_rows
 from worker.settings import Settings
 
 
@@ -61,4 +61,33 @@ def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> di
         "per_scan_s_median": round(statistics.median(per_scan), 4),
         f"batched_{batch}_s_per_scan": round(batched, 4),
         "scans_per_hour_one_process": int(3600 / statistics.median(per_scan)),
+    }
+
+
+def run_cine_bench(settings: Settings, path: Path, threads: int | None = None) -> dict[str, Any]:
+    """Time the pipeline (read, measure, pick the best frame; nothing stored) on one multi-frame file.
+
+    Frames follow the settings: ``FETALHC_MAX_FRAMES=0`` measures every frame, to compare with the cap.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        warm = read_scan(path, 1)  # the first forward pass pays one-off costs: keep it out of the timing
+    except DicomError as exc:
+        raise ValueError(f"cannot time {Path(path).name}: {exc}") from exc
+    ctx = load_context(settings)
+    measure_images(ctx.model.net, [warm.pixels], [warm.spacing_mm], ctx.model.input_size, ctx.device)
+    item = WorkItem(Path(path))
+    t0 = time.perf_counter()
+    rows = measure_rows(ctx, [item])
+    seconds, row = time.perf_counter() - t0, rows[0]
+    plan = item.frames
+    return {
+        "device": str(ctx.device), "torch_threads": torch.get_num_threads(),
+        "model": f"{ctx.model.model_name} {ctx.model.model_version[:12]}", "file": Path(path).name,
+        "max_frames": settings.max_frames, "frames_in_instance": plan.total if plan else None,
+        "frame_rule": plan.rule.value if plan else None, "frames_measured": len(plan.frames) if plan else 0,
+        "seconds": round(seconds, 2), "read_s": round(item.read_ms / 1000, 2),
+        "infer_s": round(item.infer_ms / 1000, 2), "rows": len(rows), "status": row["status"],
+        "best_frame": row.get("frame"), "hc_mm": row.get("hc_mm"), "quality": row.get("quality"),
     }

@@ -303,10 +303,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Time the measurement of generated 800x540 scans on this machine."""
-    from worker.bench import run_bench
+    """Time the measurement of generated 800x540 scans (or of one cine, ``--cine``) on this machine."""
+    from worker.bench import run_bench, run_cine_bench
 
-    report = run_bench(get_settings(), n=args.n, threads=args.threads)
+    if args.cine:
+        report = run_cine_bench(get_settings(), Path(args.cine), threads=args.threads)
+    else:
+        report = run_bench(get_settings(), n=args.n, threads=args.threads)
     if args.json:
         _print_json(report)
     else:
@@ -360,12 +363,42 @@ def cmd_convert_hc18(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_db(args: argparse.Namespace) -> int:
-    """``db upgrade``: create or update the tables."""
-    from db import upgrade
+def cmd_sr(args: argparse.Namespace) -> int:
+    """``sr send DIR``: C-STORE the SR files in DIR (e.g. those a PACS outage left unsent) again."""
+    from worker.sr_export import send_folder
 
-    upgrade(get_settings().database_url)
-    print("database is up to date")
+    settings = get_settings()
+    destination = args.destination or settings.sr_destination
+    if not destination:
+        raise ValueError("no destination: pass --destination dimse://AETITLE@host:port or set FETALHC_SR_DESTINATION")
+    summary = send_folder(Path(args.folder), destination, settings.ae_title, remove_sent=args.remove_sent)
+    if args.json:
+        _print_json({"sent": len(summary.sent), "failed": len(summary.failed),
+                     "reasons": sorted(set(summary.failed.values()))})
+    else:
+        print(f"sent {len(summary.sent)} SR file(s), {len(summary.failed)} failed"
+              + (f" ({'; '.join(sorted(set(summary.failed.values())))})" if summary.failed else ""))
+    return 3 if summary.failed else 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``db upgrade``: migrate the schema to the newest revision; ``db current``: print the revision now."""
+    from db import SchemaError, current_revision, head_revision, upgrade
+
+    url = get_settings().database_url
+    try:
+        revision = upgrade(url) if args.action == "upgrade" else current_revision(url)
+    except SchemaError as exc:
+        print(f"fetalhc db {args.action}: error: {exc}", file=sys.stderr)
+        return 1
+    head = head_revision()
+    if args.json:
+        _print_json({"revision": revision, "head": head, "up_to_date": revision == head})
+    elif args.action == "upgrade":
+        print(f"database is up to date (schema revision {revision})")
+    else:
+        state = "up to date" if revision == head else f"this fetalhc's is {head}: run `fetalhc db upgrade`"
+        print(f"schema revision {revision or 'none'} ({state})")
     return 0
 
 
@@ -483,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure inference speed")
     p.add_argument("-n", type=int, default=20, help="scans to time")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cine", default=None, metavar="PATH",
+                   help="time the pipeline on this multi-frame DICOM instead (frames per FETALHC_MAX_FRAMES)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -506,8 +541,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per written file")
     p.set_defaults(func=cmd_convert_hc18)
 
+    p = sub.add_parser("sr", help="DICOM SR reports: send a folder of SR files to the PACS again")
+    p.add_argument("action", choices=("send",))
+    p.add_argument("folder", help="folder of SR .dcm files (FETALHC_SR_DIR, or <FETALHC_SPOOL_DIR>/sr)")
+    p.add_argument("--destination", default=None, help="dimse://AETITLE@host:port (FETALHC_SR_DESTINATION)")
+    p.add_argument("--remove-sent", action="store_true", help="delete each file the PACS stored")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sr)
+
     p = sub.add_parser("db", help="database administration")
-    p.add_argument("action", choices=("upgrade",))
+    p.add_argument("action", choices=("upgrade", "current"),
+                   help="upgrade: migrate the schema to the newest revision; current: print the revision now")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_db)
     return parser
 

@@ -13,6 +13,7 @@ Exposed:
     fetalhc_queue_depth{queue}              messages waiting in Redis (live, backfill)
     fetalhc_jobs{status}                    jobs in the database by status (cluster-wide)
     fetalhc_broker_up, fetalhc_database_up  1 when the scrape could read them
+    fetalhc_sr_reports_total{outcome}       DICOM SRs written | build_failed | sent | send_failed
 
 Counters are per worker (sum them across workers); ``fetalhc_jobs`` is the same on every worker
 (take one, or ``max``).
@@ -87,6 +88,22 @@ def record_scan(status: str, reason: str | None = None, seconds: float | None = 
             turnaround.observe(max(turnaround_s, 0.0))
     except Exception:  # noqa: BLE001 - metrics must never fail a scan
         log.debug("could not record a scan's metrics", exc_info=True)
+
+
+@lru_cache(maxsize=1)
+def _sr_counter() -> Any:
+    from prometheus_client import Counter
+
+    return Counter("fetalhc_sr_reports", "DICOM SR reports by outcome (written | build_failed | sent | send_failed)",
+                   ["outcome"])
+
+
+def record_sr(outcome: str) -> None:
+    """Count one SR report outcome (``fetalhc_sr_reports_total{outcome}``); never raises."""
+    try:
+        _sr_counter().labels(outcome=outcome).inc()
+    except Exception:  # noqa: BLE001 - metrics must never fail a scan
+        log.debug("could not record an SR metric", exc_info=True)
 
 
 class WorkerCollector:

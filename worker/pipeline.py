@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from db import JobStatus, MeasurementStatus, session_scope, set_job_status, upsert_measurement
-from dicom_io import DicomError, Scan, iter_scans
-from dicom_io.reader import parse_date, read_dataset
+from dicom_io import DicomError, Scan
+from dicom_io.reader import FramePlan, open_scans, parse_date, read_dataset
 from models.biometry import Biometry
 from models.errors import FetalHCError, MeasurementError
 from models.network import pick_device
@@ -53,18 +53,25 @@ class WorkItem:
     ga_days_given: float | None = None
     best: tuple[Scan, Biometry] | None = None
     first_scan: Scan | None = None
+    frames: FramePlan | None = None  # the frames read, and why (e.g. a sampled cine)
     error: FetalHCError | None = None
     read_ms: float = 0.0
     infer_ms: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
 
-def _scans(items: Sequence[WorkItem]) -> Iterator[tuple[WorkItem, Scan]]:
-    """Every frame to measure of every item, read lazily; read errors are kept on the item."""
+def _scans(items: Sequence[WorkItem], max_frames: int = 0) -> Iterator[tuple[WorkItem, Scan]]:
+    """Every frame to measure of every item, read lazily; read errors are kept on the item.
+
+    ``max_frames``: a cine without a representative frame is sampled down to this many frames (0: all).
+    """
     for item in items:
         t0 = time.perf_counter()
         try:
-            for scan in iter_scans(item.path):
+            item.frames, scans = open_scans(item.path, max_frames=max_frames)
+            if item.frames.sampled:
+                log.info("cine sampled: %d of %d frames", len(item.frames.frames), item.frames.total)
+            for scan in scans:
                 item.read_ms += (time.perf_counter() - t0) * 1000
                 item.first_scan = item.first_scan or scan
                 yield item, scan
@@ -96,7 +103,7 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
                     f"measurement failed: {type(result).__name__}: {result}", reason="measurement_error")
         batch.clear()
 
-    for pair in _scans(items):
+    for pair in _scans(items, ctx.settings.max_frames):
         batch.append(pair)
         if len(batch) >= ctx.settings.batch_size:
             flush()
@@ -134,17 +141,38 @@ def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
             "ofd_mm": round(bio.ofd_mm, 2), "quality": bio.quality, "hc_tta_spread_mm": bio.tta_spread_mm,
             "flags": ",".join(bio.flags) or None,
             "status": (MeasurementStatus.NEEDS_REVIEW if bio.needs_review else MeasurementStatus.MEASURED).value,
-            # Calibration notes (e.g. a region ignored because its bounds exceed the image) travel with the row.
-            "reason": None, "detail": "; ".join(scan.calibration.notes) or None,
+            # Calibration notes (e.g. a region ignored because its bounds exceed the image) and the
+            # frames sampled from a cine travel with the row.
+            "reason": None, "detail": "; ".join([*scan.calibration.notes, *_frame_notes(item)]) or None,
         })
         ga = ga_for_centile(item.ga_days_given, scan.last_menstrual_date, scan.study_date)
         row.update(growth_facts(bio.hc_mm, ga, ctx.settings.growth_standard).columns())
     else:
         error = item.error or MeasurementError("no frame could be measured", reason="no_measurement")
-        row.update({"status": MeasurementStatus.FAILED.value, "reason": error.reason, "detail": str(error)})
+        row.update({"status": MeasurementStatus.FAILED.value, "reason": error.reason,
+                    "detail": "; ".join([str(error), *_frame_notes(item)])})
         if scan is None:
             row.update(_header_identity(item.path))
     return row
+
+
+def frame_note(plan: FramePlan, best_frame: int | None) -> str | None:
+    """The record of a sampled cine: how many and which frames were measured, and the one kept.
+
+    None unless frames were skipped by ``FETALHC_MAX_FRAMES`` (every frame, a representative frame or
+    frames asked for need no note: the row's frame says it all).
+    """
+    if not plan.sampled:
+        return None
+    kept = f"best frame {best_frame}" if best_frame else "no head measured on any of them"
+    return (f"cine sampled to {len(plan.frames)} of its {plan.total} frames (frames "
+            f"{', '.join(map(str, plan.frames))}; no (0028,6010) Representative Frame Number, "
+            f"FETALHC_MAX_FRAMES={len(plan.frames)}); {kept}")
+
+
+def _frame_notes(item: WorkItem) -> list[str]:
+    note = frame_note(item.frames, item.best[0].frame if item.best else None) if item.frames else None
+    return [note] if note else []
 
 
 def _header_identity(path: Path) -> dict[str, Any]:
@@ -189,9 +217,17 @@ def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[dict
 
 
 def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
-    """Measure the items and store them (``measure_rows`` then ``store_rows``); returns the rows."""
+    """Measure the items and store them (``measure_rows`` then ``store_rows``); returns the rows.
+
+    Then, when ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set, the DICOM SR of each stored
+    measured or needs_review row (``worker.sr_export``: never raises, never touches the stored rows).
+    """
     rows = measure_rows(ctx, items)
     store_rows(ctx.settings.database_url, items, rows)
+    if ctx.settings.sr_dir is not None or ctx.settings.sr_destination is not None:
+        from worker.sr_export import export_reports
+
+        export_reports(ctx.settings, rows)
     for row in rows:
         log.info("measured job=%s status=%s reason=%s hc_mm=%s ms=%s", row.get("job_id"), row["status"],
                  row.get("reason"), row.get("hc_mm"), row["total_ms"])

@@ -33,7 +33,9 @@ class Settings:
     ``$XDG_DATA_HOME/fetalhc``), ``BROKER_URL`` (redis://localhost:6379/0), ``WEIGHTS`` (the
     shipped model), ``DEVICE`` (auto | cpu | cuda), ``SPOOL_DIR``, ``API_TOKEN``,
     ``GROWTH_STANDARD`` (intergrowth | who), ``BATCH_SIZE`` (scans per forward pass),
-    ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison).
+    ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison),
+    ``MAX_FRAMES`` (16: a cine without (0028,6010) Representative Frame Number and more frames than
+    this is measured on that many evenly spaced frames, first and last included; 0 measures every frame).
     Ingest and backfill: ``AE_TITLE`` (FETALHC), ``LISTEN_HOST`` (0.0.0.0), ``LISTEN_PORT`` (11112),
     ``ACCEPT_OTHER`` (ignore | refuse: non-ultrasound instances answered Success and dropped, or
     refused at association negotiation), ``WATCH_SETTLE`` (seconds a dropped file must stay
@@ -43,6 +45,9 @@ class Settings:
     sweep sends it again; default 2 x TASK_TIME_LIMIT + 120), ``METRICS_PORT`` (the worker's
     Prometheus endpoint, 9808; 0 disables), ``LOG_FORMAT`` (text | json), ``TORCH_THREADS`` (CPU
     threads per worker process; 0: the cores divided by the worker's concurrency).
+    DICOM SR of each measured or needs_review scan (both off by default): ``SR_DIR`` (keep every SR
+    file there), ``SR_DESTINATION`` (``dimse://AETITLE@host:port``: C-STORE each SR there as
+    ``AE_TITLE``; an SR that could not be sent stays in ``SR_DIR``, else in ``SPOOL_DIR``/sr).
     """
 
     database_url: str = field(default_factory=lambda: _env("DATABASE_URL", f"sqlite:///{_data_home() / 'fetalhc.db'}"))
@@ -55,6 +60,7 @@ class Settings:
     batch_size: int = field(default_factory=lambda: int(_env_float("BATCH_SIZE", 8)))
     task_time_limit_s: float = field(default_factory=lambda: _env_float("TASK_TIME_LIMIT", 300.0))
     max_attempts: int = field(default_factory=lambda: int(_env_float("MAX_ATTEMPTS", 10)))
+    max_frames: int = field(default_factory=lambda: int(_env_float("MAX_FRAMES", 16)))
     ae_title: str = field(default_factory=lambda: _env("AE_TITLE", "FETALHC"))
     listen_host: str = field(default_factory=lambda: _env("LISTEN_HOST", "0.0.0.0"))
     listen_port: int = field(default_factory=lambda: int(_env_float("LISTEN_PORT", 11112)))
@@ -66,6 +72,8 @@ class Settings:
     metrics_port: int = field(default_factory=lambda: int(_env_float("METRICS_PORT", 9808)))
     log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "text"))
     torch_threads: int = field(default_factory=lambda: int(_env_float("TORCH_THREADS", 0)))
+    sr_dir: Path | None = field(default_factory=lambda: Path(_env("SR_DIR", "")) if _env("SR_DIR", "") else None)
+    sr_destination: str | None = field(default_factory=lambda: _env("SR_DESTINATION", "") or None)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -74,6 +82,9 @@ class Settings:
             raise ValueError(f"FETALHC_GROWTH_STANDARD={self.growth_standard!r}; choose one of: intergrowth, who")
         if self.batch_size < 1:
             raise ValueError("FETALHC_BATCH_SIZE must be at least 1")
+        if self.max_frames < 0:
+            raise ValueError(f"FETALHC_MAX_FRAMES={self.max_frames}: frames measured per cine, at least 1 "
+                             "(0: every frame)")
         if self.accept_other not in ("ignore", "refuse"):
             raise ValueError(f"FETALHC_ACCEPT_OTHER={self.accept_other!r}; choose one of: ignore, refuse")
         if not 0 < len(self.ae_title) <= 16:
@@ -88,6 +99,10 @@ class Settings:
             raise ValueError(f"FETALHC_METRICS_PORT={self.metrics_port} is not a TCP port (0 disables)")
         if self.sweep_interval_s < 0 or self.stale_after_s < 0 or self.torch_threads < 0:
             raise ValueError("FETALHC_SWEEP_INTERVAL, FETALHC_STALE_AFTER and FETALHC_TORCH_THREADS cannot be negative")
+        if self.sr_destination:  # FETALHC_SR_DESTINATION: checked now, not at the first report
+            from worker.backfill.dimse import parse_dimse_url
+
+            parse_dimse_url(self.sr_destination)
         if not self.stale_after_s:  # longer than one task plus a retry's backoff plus a wait for a free process
             object.__setattr__(self, "stale_after_s", 2 * self.task_time_limit_s + 120.0)
 

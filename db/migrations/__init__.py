@@ -1,0 +1,1 @@
+"""Alembic migrations of the results database (``env.py``, ``script.py.mako``, ``versions/``)."""

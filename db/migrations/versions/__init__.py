@@ -1,0 +1,1 @@
+"""Revisions, one file each, oldest first: ``NNNN_what.py`` with ``revision = "NNNN"``."""

@@ -1,0 +1,198 @@
+"""Alembic migrations on SQLite and a real PostgreSQL: from empty, again, adopting ``create_all``, racing, in step."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Float, MetaData, event, inspect, select, text
+
+from db import (
+    Base,
+    Job,
+    Measurement,
+    SchemaError,
+    create_job,
+    current_revision,
+    dispose_all,
+    get_engine,
+    head_revision,
+    session_scope,
+    upgrade,
+    upsert_measurement,
+)
+from db.migrate import BASELINE, schema_differences
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A fresh database with no tables at all."""
+    return sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def _tables(url: str) -> set[str]:
+    return set(inspect(get_engine(url)).get_table_names())
+
+
+def _versions(url: str) -> list[str]:
+    with get_engine(url).connect() as conn:
+        return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def _row(uid: str) -> dict[str, object]:
+    return {"sop_instance_uid": uid, "frame": 1, "model_version": "v1", "status": "measured", "hc_mm": 171.5,
+            "patient_id": "P1", "study_date": dt.date(2026, 1, 5)}
+
+
+def test_head_is_the_baseline_until_a_second_revision_exists() -> None:
+    assert head_revision() == BASELINE == "0001"
+
+
+def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
+    assert current_revision(empty_url) is None
+    assert upgrade(empty_url) == head_revision()
+    assert current_revision(empty_url) == head_revision()
+    assert _tables(empty_url) == {"jobs", "measurements", "alembic_version"}
+    inspector = inspect(get_engine(empty_url))
+    assert {i["name"] for i in inspector.get_indexes("measurements")} >= {
+        "ix_measurements_patient_date", "ix_measurements_status", "ix_measurements_study_instance_uid"}
+    assert {i["name"] for i in inspector.get_indexes("jobs")} >= {"ix_jobs_sop_instance_uid", "ix_jobs_status"}
+    assert [u["column_names"] for u in inspector.get_unique_constraints("measurements")] == [
+        ["sop_instance_uid", "frame", "model_version"]]
+    with session_scope(empty_url) as s:  # the repository works on the migrated schema, upsert included
+        upsert_measurement(s, _row("1.2.3"))
+        upsert_measurement(s, _row("1.2.3"))
+    with session_scope(empty_url) as s:
+        assert s.scalars(select(Measurement.hc_mm)).all() == [171.5]
+        assert s.scalar(select(Measurement.created_at)) is not None  # the server default
+
+
+def test_second_upgrade_keeps_rows_and_runs_no_ddl(empty_url: str) -> None:
+    upgrade(empty_url)
+    with session_scope(empty_url) as s:
+        upsert_measurement(s, _row("1.2.3"))
+    dispose_all()  # forget the per-process cache: the next call must ask the database
+    statements: list[str] = []
+    event.listen(get_engine(empty_url), "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: statements.append(statement))
+    assert upgrade(empty_url) == head_revision()
+    assert statements, "the second upgrade should have read the version from the database"
+    assert not [s for s in statements if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP", "INSERT"))]
+    assert _versions(empty_url) == [head_revision()]
+    with session_scope(empty_url) as s:
+        assert s.scalars(select(Measurement.sop_instance_uid)).all() == ["1.2.3"]
+    statements.clear()
+    upgrade(empty_url)  # cached in this process: not even a query
+    assert statements == []
+
+
+def test_adopts_a_create_all_database_and_keeps_its_rows(empty_url: str) -> None:
+    Base.metadata.create_all(get_engine(empty_url))  # how fetalhc made databases before migrations
+    with session_scope(empty_url) as s:
+        upsert_measurement(s, _row("1.2.840.1"))
+        job_id = create_job(s, "/spool/a.dcm", "live")
+    assert current_revision(empty_url) is None
+    assert upgrade(empty_url) == head_revision()
+    assert _versions(empty_url) == [head_revision()]
+    with session_scope(empty_url) as s:
+        row = s.scalars(select(Measurement)).one()
+        assert (row.sop_instance_uid, row.hc_mm, row.patient_id) == ("1.2.840.1", 171.5, "P1")
+        job = s.get(Job, job_id)
+        assert job is not None and job.path == "/spool/a.dcm"
+    assert schema_differences(get_engine(empty_url)) == []
+
+
+def test_migrated_schema_matches_the_models(empty_url: str) -> None:
+    """Fails when ``db/tables.py`` changes without a new revision in ``db/migrations/versions``."""
+    upgrade(empty_url)
+    assert schema_differences(get_engine(empty_url)) == []
+
+
+def test_schema_check_sees_a_model_change(sqlite_url: str) -> None:
+    """The check above is not vacuous: a column added to the models (not migrated) is reported."""
+    upgrade(sqlite_url)
+    changed = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["measurements"].append_column(Column("hc_percentile_extra", Float, nullable=True))
+    diffs = schema_differences(get_engine(sqlite_url), changed)
+    assert [(d[0], d[3].name) for d in diffs] == [("add_column", "hc_percentile_extra")]
+
+
+def test_refuses_to_adopt_tables_that_lack_baseline_columns(sqlite_url: str) -> None:
+    engine = get_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE jobs (id INTEGER PRIMARY KEY, path TEXT NOT NULL)"))
+        conn.execute(text("INSERT INTO jobs (path) VALUES ('/spool/old.dcm')"))
+    with pytest.raises(SchemaError, match=r"table measurements.*jobs\.attempts"):
+        upgrade(sqlite_url)
+    assert _tables(sqlite_url) == {"jobs"}  # nothing stamped, nothing created, nothing dropped
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT path FROM jobs")).scalars().all() == ["/spool/old.dcm"]
+
+
+def test_refuses_a_revision_newer_than_this_code(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    with get_engine(sqlite_url).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    dispose_all()
+    with pytest.raises(SchemaError, match="'9999'"):
+        upgrade(sqlite_url)
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from db import upgrade
+    url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    ready.touch()
+    while not go.exists():
+        time.sleep(0.005)
+    print(upgrade(url))
+""")
+
+
+def test_concurrent_upgrades_from_several_processes(empty_url: str, tmp_path: Path) -> None:
+    """Workers starting together on an empty database: one migrates, the others wait and find it done."""
+    n = 4
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, empty_url, str(tmp_path / f"ready{i}"),
+                               str(tmp_path / "go")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(n)]
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready{i}").exists() for i in range(n)):
+            assert time.monotonic() < deadline, "child processes did not start"
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.02)
+        (tmp_path / "go").touch()  # all imported: release them at once
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0] * n, [err for _, err in results]
+    assert [out.strip() for out, _ in results] == [head_revision()] * n
+    assert _versions(empty_url) == [head_revision()]
+    assert schema_differences(get_engine(empty_url)) == []
+
+
+def test_cli_db_upgrade_and_current(fetalhc_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.cli import main
+
+    assert main(["db", "current", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"revision": None, "head": head_revision(), "up_to_date": False}
+    assert main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().out.strip() == f"database is up to date (schema revision {head_revision()})"
+    assert main(["db", "current"]) == 0
+    assert capsys.readouterr().out.strip() == f"schema revision {head_revision()} (up to date)"

@@ -1,0 +1,107 @@
+"""``POST /api/measure``: measure one uploaded scan with the loaded model and answer the result as JSON."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from db import create_job, session_scope
+from dicom_io import SpacingSource
+from worker.api.app import ApiApp
+from worker.api.messages import Request, Response, json_response
+from worker.api.uploads import Upload, parse_upload, write_dicom
+from worker.pipeline import WorkItem, measure_rows, store_rows
+
+log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
+
+
+def _overlay_data_url(item: WorkItem, row: dict[str, Any]) -> str | None:
+    """The measured frame with the fitted ellipse (or the image alone when no head was measured)."""
+    from models.evaluate.plots import overlay_png
+
+    if item.best is not None:
+        scan, bio = item.best
+        caption = (f"HC {bio.hc_mm:.1f} mm   BPD {bio.bpd_mm:.1f} mm   OFD {bio.ofd_mm:.1f} mm   "
+                   f"quality {bio.quality:.2f}")
+        image, ellipse = scan.pixels, bio.ellipse_px
+    elif item.first_scan is not None:
+        image, ellipse, caption = item.first_scan.pixels, None, f"not measured: {row.get('reason')}"
+    else:
+        return None
+    buf = io.BytesIO()
+    overlay_png(image, ellipse, None, buf, caption)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _split(text: str | None) -> list[str]:
+    return [part for part in (text or "").split(",") if part]
+
+
+def measure_body(row: dict[str, Any], item: WorkItem, upload: Upload, overlay: str | None) -> dict[str, Any]:
+    """The JSON answer of /api/measure from the pipeline's row."""
+    ellipse = None
+    if item.best is not None:
+        scan, bio = item.best
+        px = bio.ellipse_px
+        ellipse = {"center_x_mm": row["center_x_mm"], "center_y_mm": row["center_y_mm"],
+                   "semi_axis_a_mm": row["semi_axis_a_mm"], "semi_axis_b_mm": row["semi_axis_b_mm"],
+                   "angle_rad": row["angle_rad"],
+                   "px": {"cx": px.cx, "cy": px.cy, "a": px.a, "b": px.b, "angle": px.angle},
+                   "origin_xy": list(scan.origin_xy),
+                   "frame": "mm and pixels from the top-left of the calibrated region (origin_xy in the full frame)"}
+    region = [row.get(f"region_{k}") for k in ("x0", "y0", "x1", "y1")]
+    return {
+        "status": row["status"], "reason": row.get("reason"), "message": row.get("detail"),
+        "hc_mm": row.get("hc_mm"), "bpd_mm": row.get("bpd_mm"), "ofd_mm": row.get("ofd_mm"),
+        "quality": row.get("quality"), "flags": _split(row.get("flags")),
+        "hc_tta_spread_mm": row.get("hc_tta_spread_mm"),
+        "ellipse": ellipse,
+        "spacing": {"x_mm": row.get("spacing_mm_x"), "y_mm": row.get("spacing_mm_y"),
+                    "source": row.get("spacing_source"), "region": region if region[0] is not None else None},
+        "ga": {"days": row.get("ga_days"), "source": row.get("ga_source"), "estimate_days": row.get("ga_estimate_days"),
+               "formula": row.get("ga_formula"), "hc_z_score": row.get("hc_z_score"),
+               "hc_centile": row.get("hc_centile"), "standard": row.get("growth_standard"),
+               "flags": _split(row.get("growth_flags")), "centile_reason": row.get("centile_reason")},
+        "scan": {"sop_instance_uid": row.get("sop_instance_uid"), "study_instance_uid": row.get("study_instance_uid"),
+                 "frame": row.get("frame"), "patient_id": row.get("patient_id") or None,
+                 "study_date": row.get("study_date")},
+        "input": {"kind": upload.kind, "bytes": len(upload.data), "sha256": upload.sha256},
+        "model": {"name": row.get("model_name"), "version": row.get("model_version")},
+        "timing_ms": {"read": row.get("read_ms"), "infer": row.get("infer_ms"), "total": row.get("total_ms")},
+        "stored": upload.store, "job_id": item.job_id,
+        "overlay_png": overlay,
+    }
+
+
+def handle_measure(app: ApiApp, req: Request) -> Response:
+    """Measure the uploaded scan with the loaded model; store it only with ``store=1``."""
+    upload = parse_upload(req)
+    ctx = app.context()
+    with tempfile.TemporaryDirectory(prefix="fetalhc-api-") as tmp:
+        folder = Path(tmp)  # measured, then forgotten
+        if upload.store:  # kept in the spool, where the job row points
+            app.ensure_schema()
+            folder = app.settings.spool_dir / "api"
+            folder.mkdir(parents=True, exist_ok=True)
+        path = write_dicom(upload, folder)
+        job_id = None
+        if upload.store:
+            with session_scope(app.settings.database_url) as session:
+                job_id = create_job(session, str(path), "api", ga_days_given=upload.ga_days)
+        item = WorkItem(path, job_id, upload.ga_days)
+        with app.measure_lock:  # one forward pass (and one matplotlib figure) at a time
+            row = measure_rows(ctx, [item])[0]
+            overlay = _overlay_data_url(item, row)
+        if row.get("detail"):  # the reader names the file; the caller knows it as their upload
+            row["detail"] = str(row["detail"]).replace(path.name, "the upload")
+        if upload.kind != "dicom" and row.get("spacing_source"):
+            row["spacing_source"] = SpacingSource.GIVEN.value  # the caller's spacing_mm, not the file's
+        if upload.store:
+            store_rows(app.settings.database_url, [item], [row])
+    log.info("api measure kind=%s status=%s reason=%s stored=%s ms=%s", upload.kind, row["status"],
+             row.get("reason"), upload.store, row.get("total_ms"))
+    return json_response(measure_body(row, item, upload, overlay), 422 if row["status"] == "failed" else 200)

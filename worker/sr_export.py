@@ -1,0 +1,162 @@
+"""DICOM SR output: write each stored measurement's SR file and C-STORE it to the PACS.
+
+Off unless ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set. Nothing here may lose or fail
+a measurement: the row is stored before, and every error ends as a log line (no patient
+identifiers: job ids, SR counts and DIMSE statuses only), a metric and, for a send that failed, the
+SR file kept in the outbox for ``fetalhc sr send``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicom_io.reader import read_dataset
+from dicom_io.sr import REPORTABLE, HeadMeasurement, SrError, build_sr, write_sr
+from models.errors import FetalHCError
+from worker import metrics
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0  # TCP connect, then association request/accept (ACSE)
+DIMSE_TIMEOUT_S = 30.0  # the C-STORE response
+# C-STORE statuses (PS3.4 B.2.3): 0x0000 success; 0xB000, 0xB007, 0xB006 warnings (stored, with a coercion or
+# elements discarded); anything else (0xA7xx out of resources, 0xA9xx data set does not match, 0xCxxx cannot
+# understand) is a failure and the file stays for a retry.
+STORED = (0x0000, 0xB000, 0xB006, 0xB007)
+
+
+class SendError(RuntimeError):
+    """The destination did not take an SR (no association, refused context, failure status)."""
+
+
+@dataclass
+class SendSummary:
+    """What one send attempt did: files stored, and the reason for each failure (paths kept)."""
+
+    sent: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)
+
+
+def outbox(settings: Settings) -> Path:
+    """Where SR files are written: ``FETALHC_SR_DIR``, else ``<SPOOL_DIR>/sr`` (unsent files only)."""
+    return settings.sr_dir if settings.sr_dir is not None else settings.spool_dir / "sr"
+
+
+def send_files(paths: Sequence[Path], destination: str, calling_ae: str) -> SendSummary:
+    """C-STORE ``paths`` (SR files) to ``dimse://AET@host:port`` over one association.
+
+    Never raises for a peer's trouble: each file is either in ``sent`` or in ``failed`` with a reason.
+    """
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ComprehensiveSRStorage, EnhancedSRStorage  # type: ignore[attr-defined]
+
+    from worker.backfill.dimse import parse_dimse_url
+
+    summary = SendSummary()
+    if not paths:
+        return summary
+    called_ae, host, port = parse_dimse_url(destination)
+    ae = AE(ae_title=calling_ae)
+    ae.connection_timeout = ae.acse_timeout = CONNECT_TIMEOUT_S
+    ae.dimse_timeout = ae.network_timeout = DIMSE_TIMEOUT_S
+    for sop_class in (ComprehensiveSRStorage, EnhancedSRStorage):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    try:
+        assoc = ae.associate(host, port, ae_title=called_ae)
+    except OSError as exc:
+        reason = f"cannot connect ({type(exc).__name__})"
+        summary.failed.update({p: reason for p in paths})
+        return summary
+    if not assoc.is_established:
+        reason = "association rejected" if assoc.is_rejected else "no association (peer down, or it timed out)"
+        summary.failed.update({p: reason for p in paths})
+        return summary
+    try:
+        for path in paths:
+            try:
+                status = assoc.send_c_store(dcmread(path))
+            except (OSError, ValueError, RuntimeError) as exc:  # unreadable file, no accepted context, lost link
+                summary.failed[path] = f"{type(exc).__name__}: {exc}"[:200]
+                continue
+            code = int(getattr(status, "Status", -1)) if status else -1
+            if code in STORED:
+                summary.sent.append(path)
+            else:
+                summary.failed[path] = ("no C-STORE response (timed out or aborted)" if code == -1
+                                        else f"C-STORE status 0x{code:04X}")
+            if not assoc.is_established:
+                for rest in paths[paths.index(path) + 1:]:
+                    summary.failed[rest] = "association lost"
+                break
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return summary
+
+
+def _build(settings: Settings, row: dict[str, Any]) -> Path:
+    """Write the SR of one stored row into the outbox; returns its path. Raises SrError, FetalHCError."""
+    source = read_dataset(Path(row["path"]), stop_before_pixels=True)
+    sr = build_sr(source, HeadMeasurement.from_row(row))
+    return write_sr(outbox(settings), sr)
+
+
+def export_reports(settings: Settings, rows: Iterable[dict[str, Any]]) -> SendSummary:
+    """Write (and send, when a destination is set) the SR of every measured or needs_review row; never raises.
+
+    With ``SR_DIR`` unset, files sent are removed (the outbox then holds only what is left to send).
+    """
+    summary = SendSummary()
+    if settings.sr_dir is None and settings.sr_destination is None:
+        return summary
+    written: list[tuple[Path, Any]] = []
+    for row in rows:
+        if row.get("status") not in REPORTABLE or not row.get("path"):
+            continue
+        try:
+            written.append((_build(settings, row), row.get("job_id")))
+            metrics.record_sr("written")
+        except (SrError, FetalHCError) as exc:
+            log.warning("SR for job %s not written: %s", row.get("job_id"), exc if isinstance(exc, SrError)
+                        else getattr(exc, "reason", type(exc).__name__))
+            metrics.record_sr("build_failed")
+        except Exception as exc:  # noqa: BLE001 - a report must never fail the measurement
+            log.error("SR for job %s not written: unexpected %s", row.get("job_id"), type(exc).__name__)
+            metrics.record_sr("build_failed")
+    if settings.sr_destination is None or not written:
+        return summary
+    try:
+        summary = send_files([p for p, _ in written], settings.sr_destination, settings.ae_title)
+    except Exception as exc:  # noqa: BLE001
+        summary = SendSummary(failed={p: f"unexpected {type(exc).__name__}" for p, _ in written})
+    jobs = dict(written)
+    for path in summary.sent:
+        metrics.record_sr("sent")
+        if settings.sr_dir is None:
+            path.unlink(missing_ok=True)
+    for path, reason in summary.failed.items():
+        metrics.record_sr("send_failed")
+        log.warning("SR for job %s not sent to %s: %s; kept in %s for `fetalhc sr send`", jobs.get(path),
+                    settings.sr_destination, reason, path.parent)
+    return summary
+
+
+def send_folder(folder: Path, destination: str, calling_ae: str, remove_sent: bool = False) -> SendSummary:
+    """Send every ``*.dcm`` SR in ``folder`` again (``fetalhc sr send``); optionally remove those sent."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    summary = send_files(sorted(folder.glob("*.dcm")), destination, calling_ae)
+    for path in summary.sent:
+        metrics.record_sr("sent")
+        if remove_sent:
+            path.unlink(missing_ok=True)
+    for _ in summary.failed:
+        metrics.record_sr("send_failed")
+    return summary
