@@ -74,7 +74,7 @@ def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str
         values["attempts"] = Job.attempts + 1
     elif status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.NEEDS_REVIEW):
         values["finished_at"] = now
-    if reason is not None or status in (JobStatus.DONE, JobStatus.QUEUED, JobStatus.RUNNING):
+    if reason is not None or status in (JobStatus.DONE, JobStatus.NEEDS_REVIEW, JobStatus.QUEUED, JobStatus.RUNNING):
         values["reason"] = reason
         values["detail"] = detail
     if sop_instance_uid:

@@ -7,7 +7,9 @@ Everything started here is stopped and removed when the fixture ends, whatever t
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -16,8 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,3 +215,40 @@ def workers() -> Iterator[list[WorkerProcess]]:
     finally:
         for worker in started:
             worker.stop()
+
+
+@contextlib.contextmanager
+def running_orthanc(root: Path, http_port: int, dicom_port: int, **config: Any) -> Iterator[str]:
+    """A private Orthanc (AE ORTHANC, no auth, loopback only) under ``root``; yields its REST root.
+
+    ``config`` adds to or overrides Orthanc's settings (modalities, plugins, DICOMweb...).
+    """
+    require(shutil.which("Orthanc") is not None, "Orthanc (Debian package orthanc)")
+    settings = {
+        "Name": "fetalhc-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpCompressionEnabled": False,
+        "DicomCheckCalledAet": False, "DicomCheckModalityHost": False, "Plugins": [], **config,
+    }
+    (root / "orthanc.json").write_text(json.dumps(settings))
+    http = f"http://127.0.0.1:{http_port}"
+    with open(root / "orthanc.log", "w") as log:
+        proc = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.poll() is None, (root / "orthanc.log").read_text()[-2000:]
+                try:
+                    with urllib.request.urlopen(f"{http}/system", timeout=1):
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline, "Orthanc did not start in 30 s"
+                    time.sleep(0.2)
+            yield http
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -75,6 +75,18 @@ def test_job_lifecycle_counts_attempts_and_timestamps(db_url: str) -> None:
         assert job_counts(s) == {"failed": 1}
 
 
+def test_a_needs_review_result_replaces_an_earlier_failure_on_the_job(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        job_id = create_job(s, "/spool/b.dcm", "live", queue="live")
+        set_job_status(s, job_id, JobStatus.FAILED, reason="database_error", detail="attempt 1")
+    with session_scope(db_url) as s:  # run again (requeued), measured, but doubtful
+        set_job_status(s, job_id, JobStatus.NEEDS_REVIEW, detail="cine sampled to 16 of its 120 frames")
+    with session_scope(db_url) as s:
+        job = get_job(s, job_id)
+        assert job is not None
+        assert (job.status, job.reason, job.detail) == ("needs_review", None, "cine sampled to 16 of its 120 frames")
+
+
 def test_stale_jobs_and_measured_uids(db_url: str) -> None:
     with session_scope(db_url) as s:
         old = create_job(s, "/a", "cli")

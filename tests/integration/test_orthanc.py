@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import json
-import shutil
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from sqlalchemy import select
 
 from db import Job, session_scope
 from tests.conftest import require
+from tests.services import running_orthanc
 from tests.worker.ingest_support import free_port, make_settings, queued, tiny_us
 from worker.backfill import run_backfill
 from worker.backfill.dicomweb import DicomwebSource
@@ -81,48 +79,19 @@ def _load(http: str, folder: Path) -> tuple[set[str], set[str], str]:
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     """A private Orthanc on 127.0.0.1 (free ports, no auth, DICOMweb plugin), loaded with test scans."""
     plugins = [p for pattern in PLUGIN_GLOBS for p in sorted(glob.glob(pattern))]
-    require(shutil.which("Orthanc") is not None and bool(plugins),
-            "Orthanc with its DICOMweb plugin (Debian packages orthanc, orthanc-dicomweb)")
+    require(bool(plugins), "Orthanc's DICOMweb plugin (Debian package orthanc-dicomweb)")
     root = tmp_path_factory.mktemp("orthanc")
     http_port, dicom_port, move_port = free_port(), free_port(), free_port()
-    config = {
-        "Name": "fetalhc-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpCompressionEnabled": False,
-        "DicomCheckCalledAet": False, "DicomCheckModalityHost": False,
-        "DicomModalities": {
-            # We query and C-GET as FETALHC; C-MOVE sends to our temporary SCP FETALHC_BF.
-            "fetalhc": {"AET": "FETALHC", "Host": "127.0.0.1", "Port": 11112,
-                        "AllowEcho": True, "AllowFind": True, "AllowGet": True, "AllowMove": True},
-            "fetalhc_bf": {"AET": "FETALHC_BF", "Host": "127.0.0.1", "Port": move_port},
-        },
-        "Plugins": [plugins[0]],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    modalities = {
+        # We query and C-GET as FETALHC; C-MOVE sends to our temporary SCP FETALHC_BF.
+        "fetalhc": {"AET": "FETALHC", "Host": "127.0.0.1", "Port": 11112,
+                    "AllowEcho": True, "AllowFind": True, "AllowGet": True, "AllowMove": True},
+        "fetalhc_bf": {"AET": "FETALHC_BF", "Host": "127.0.0.1", "Port": move_port},
     }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "w")
-    proc = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    http = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (root / "orthanc.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{http}/system", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "Orthanc did not start in 30 s"
-                time.sleep(0.2)
+    with running_orthanc(root, http_port, dicom_port, DicomModalities=modalities, Plugins=[plugins[0]],
+                         DicomWeb={"Enable": True, "Root": "/dicom-web/"}) as http:
         january, all_us, jpeg_uid = _load(http, root / "scans")
         yield Pacs(http, dicom_port, move_port, frozenset(january), frozenset(all_us), jpeg_uid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _jobs(url: str) -> list[Job]:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import shutil
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import ScanIdentity, write_us_image
-from tests.conftest import require
+from tests.services import running_orthanc
 from tests.worker.ingest_support import free_port
 from worker.settings import get_settings
 
@@ -64,39 +61,10 @@ class Orthanc:
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """A private Orthanc on 127.0.0.1 (free ports, no auth) that stores whatever is sent to it."""
-    require(shutil.which("Orthanc") is not None, "Orthanc (Debian package orthanc)")
     root = tmp_path_factory.mktemp("orthanc-sr")
     http_port, dicom_port = free_port(), free_port()
-    config = {
-        "Name": "fetalhc-sr-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpCompressionEnabled": False,
-        "DicomCheckCalledAet": False, "DicomCheckModalityHost": False, "DicomAlwaysAllowStore": True,
-        "Plugins": [],
-    }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "w")
-    proc = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    server = Orthanc(f"http://127.0.0.1:{http_port}", dicom_port)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (root / "orthanc.log").read_text()[-2000:]
-            try:
-                server.request("/system")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "Orthanc did not start in 30 s"
-                time.sleep(0.2)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_orthanc(root, http_port, dicom_port, Name="fetalhc-sr-test", DicomAlwaysAllowStore=True) as http:
+        yield Orthanc(http, dicom_port)
 
 
 def _scan(tmp_path: Path, orthanc: Orthanc, seed: int) -> tuple[Path, Dataset]:

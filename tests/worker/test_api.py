@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from db import session_scope, upgrade, upsert_measurement
+from db import dispose_all, session_scope, upgrade, upsert_measurement
 from dicom_io.phantom import Phantom, make_phantom
 from dicom_io.writer import ScanIdentity, write_us_image
 from worker.api import make_server
@@ -365,3 +365,22 @@ def test_results_from_postgresql(fetalhc_env: pytest.MonkeyPatch, pg_url: str) -
         assert [(r["patient_id"], r["flags"]) for r in csv_rows] == [("PG-2", "low_confidence")]
         stats = call_json(url + "/api/stats")[1]
         assert (stats["measurements"]["measured"], stats["measurements"]["needs_review"]) == (1, 1)
+
+
+def test_a_database_at_an_unknown_schema_revision_is_503_not_500(
+        fetalhc_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:  # as if a newer fetalhc had migrated it
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    engine.dispose()
+    dispose_all()
+    fetalhc_env.setenv("FETALHC_DATABASE_URL", url)
+
+    with running() as base:
+        status, body = call_json(base + "/api/results")
+    assert status == 503 and body["reason"] == "schema_mismatch"
+    assert "9999_from_the_future" in body["message"]

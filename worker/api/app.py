@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import upgrade
+from db import SchemaError, upgrade
 from models.errors import WeightsError
 from models.weights import SHIPPED_WEIGHTS, LoadedModel
 from worker.api.messages import ApiError
@@ -83,6 +83,10 @@ class ApiApp:
                     log.warning("database unavailable (%s)", type(exc).__name__)
                     raise ApiError(503, "database_unavailable",
                                    "the results database cannot be reached; try again later") from None
+                except SchemaError as exc:
+                    log.error("database schema refused: %s", exc)
+                    raise ApiError(503, "schema_mismatch", f"the results database needs an administrator: {exc}"
+                                   ) from None
                 self._schema_ready = True
 
     def authorised(self, headers: dict[str, str]) -> bool:
