@@ -64,17 +64,29 @@ def subject_of(filename: str) -> str:
     return match.group(1)
 
 
+TRAINING_CSV = "training_set_pixel_size_and_HC.csv"
+TEST_CSV = "test_set_pixel_size.csv"
+
+
 def find_csv(folder: Path) -> Path:
-    """The pixel-size CSV of an HC18 folder (the folder itself or its parent)."""
+    """The pixel-size CSV of an HC18 folder (in the folder itself or its parent).
+
+    HC18's two sets reuse file names (``000_HC.png`` is in both), so the CSV must be the one of
+    the folder's own set: ``test_set`` takes ``test_set_pixel_size.csv`` and never the training
+    CSV beside it, ``training_set`` the reverse; another folder takes whichever it holds.
+    """
     folder = Path(folder)
+    wanted = {"test_set": [TEST_CSV], "training_set": [TRAINING_CSV]}.get(folder.name, [TRAINING_CSV, TEST_CSV])
     for base in (folder, folder.parent):
-        for name in ("training_set_pixel_size_and_HC.csv", "test_set_pixel_size.csv", "pixel_size.csv"):
-            if (base / name).is_file() and (name != "test_set_pixel_size.csv" or folder.name == "test_set"):
+        for name in [*wanted, "pixel_size.csv"]:
+            if (base / name).is_file():
                 return base / name
-        hits = sorted(base.glob("*pixel_size*.csv"))
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(f"no HC18 pixel-size CSV in {folder} or its parent")
+        if base == folder:  # a CSV of another name inside the folder itself is its own
+            hits = sorted(base.glob("*pixel_size*.csv"))
+            if hits:
+                return hits[0]
+    raise FileNotFoundError(f"no HC18 pixel-size CSV for {folder} (looked for {' or '.join(wanted)} in it "
+                            "and its parent)")
 
 
 def image_folder(root: Path) -> Path:

@@ -20,9 +20,7 @@ import numpy as np
 from PIL import Image
 
 from models.ellipse import Ellipse
-from models.hc18 import Case, load_cases
-
-CSV_NAME = "training_set_pixel_size_and_HC.csv"
+from models.hc18 import TRAINING_CSV, Case, load_cases
 
 
 def outline_mask(ellipse: Ellipse, shape: tuple[int, int], samples: int = 4000) -> np.ndarray:
@@ -67,7 +65,7 @@ def shrink(data: Path, out: Path, factor: float = 2, jpeg_quality: int | None = 
     out_dir = out / "training_set"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [shrink_case(case, out_dir, factor, jpeg_quality) for case in load_cases(data)]
-    with open(out / CSV_NAME, "w", newline="") as fh:
+    with open(out / TRAINING_CSV, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["filename", "pixel size(mm)", "head circumference (mm)"])
         writer.writerows(rows)
