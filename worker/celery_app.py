@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery, signals
 from kombu import Queue
 
+from worker.cpus import available_cpus
 from worker.settings import Settings, get_settings
 
 LIVE_QUEUE = "live"
@@ -122,7 +122,7 @@ def _connect_worker_signals(settings: Settings, concurrency: int) -> None:
         from db import dispose_all
 
         dispose_all(close=False)  # engines inherited through the fork are the parent's: never use or close them
-        threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(concurrency, 1))
+        threads = settings.torch_threads or max(1, available_cpus() // max(concurrency, 1))
         import torch
 
         torch.set_num_threads(threads)  # processes x threads <= cores: oversubscription is many times slower

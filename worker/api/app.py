@@ -14,6 +14,7 @@ from db import SchemaError, upgrade
 from models.errors import WeightsError
 from models.weights import SHIPPED_WEIGHTS, LoadedModel
 from worker.api.messages import ApiError
+from worker.cpus import available_cpus
 from worker.pipeline import PipelineContext, load_context
 from worker.settings import Settings
 
@@ -57,10 +58,9 @@ class ApiApp:
         """The pipeline context, loading the model on first use (once per process)."""
         with self._context_lock:
             if self._context is None:
-                if self.settings.torch_threads:
-                    import torch
+                import torch
 
-                    torch.set_num_threads(self.settings.torch_threads)
+                torch.set_num_threads(self.settings.torch_threads or available_cpus())  # the pod's CPUs, not the node's
                 started = time.perf_counter()
                 try:
                     self._context = load_context(self.settings)
