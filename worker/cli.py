@@ -118,6 +118,30 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spool(args: argparse.Namespace) -> int:
+    """``spool prune``: delete spool files of jobs finished over N days ago, and old orphans (spool_retention)."""
+    from db import upgrade
+    from worker.spool_retention import prune_spool
+
+    settings = get_settings()
+    days = args.older_than_days if args.older_than_days is not None else settings.spool_retention_days
+    if args.older_than_days is None and not days:
+        raise ValueError("no retention: pass --older-than-days N or set FETALHC_SPOOL_RETENTION_DAYS")
+    if days < 0:
+        raise ValueError(f"--older-than-days {days:g}: a number of days, at least 0")
+    upgrade(settings.database_url)
+    summary = prune_spool(settings, dt.timedelta(days=days), dry_run=args.dry_run)
+    if args.json:
+        _print_json({**summary.as_dict(), "older_than_days": days})
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {summary.files} spool files of jobs finished over {days:g} days ago and {summary.orphans} "
+              f"orphans, {summary.freed_bytes / 1e6:.1f} MB; {summary.jobs_marked} jobs marked; "
+              f"{summary.kept_in_use} old files kept for jobs still in use"
+              + (f"; {summary.errors} could not be deleted" if summary.errors else ""))
+    return 3 if summary.errors else 0
+
+
 # -- ingest and backfill ---------------------------------------------------------------------------------------
 
 def _ingest_settings(args: argparse.Namespace) -> Any:
@@ -443,6 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also send queued/running jobs while their queue still holds messages (may duplicate)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_requeue)
+
+    p = sub.add_parser("spool", help="spool retention: delete files of scans finished long ago")
+    p.add_argument("action", choices=("prune",))
+    p.add_argument("--older-than-days", type=float, default=None,
+                   help="jobs finished more than N days ago (FETALHC_SPOOL_RETENTION_DAYS)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_spool)
 
     p = sub.add_parser("listen", help="DICOM C-STORE listener (storage SCP) feeding the live queue")
     p.add_argument("--ae-title", dest="ae_title", default=None, help="our AE title (FETALHC_AE_TITLE, FETALHC)")

@@ -14,6 +14,8 @@ Exposed:
     fetalhc_jobs{status}                    jobs in the database by status (cluster-wide)
     fetalhc_broker_up, fetalhc_database_up  1 when the scrape could read them
     fetalhc_sr_reports_total{outcome}       DICOM SRs written | build_failed | sent | send_failed
+    fetalhc_spool_pruned_files_total{kind}  spool files deleted by retention (job | orphan)
+    fetalhc_spool_pruned_bytes_total{kind}  their bytes
 
 Counters are per worker (sum them across workers); ``fetalhc_jobs`` is the same on every worker
 (take one, or ``max``).
@@ -104,6 +106,25 @@ def record_sr(outcome: str) -> None:
         _sr_counter().labels(outcome=outcome).inc()
     except Exception:  # noqa: BLE001 - metrics must never fail a scan
         log.debug("could not record an SR metric", exc_info=True)
+
+
+@lru_cache(maxsize=1)
+def _prune_counters() -> tuple[Any, Any]:
+    from prometheus_client import Counter
+
+    files = Counter("fetalhc_spool_pruned_files", "Spool files deleted by retention (job | orphan)", ["kind"])
+    size = Counter("fetalhc_spool_pruned_bytes", "Bytes of spool files deleted by retention (job | orphan)", ["kind"])
+    return files, size
+
+
+def record_spool_prune(kind: str, files: int, size_bytes: int) -> None:
+    """Count spool files deleted by retention (``kind``: job | orphan) and their bytes; never raises."""
+    try:
+        counter_files, counter_bytes = _prune_counters()
+        counter_files.labels(kind=kind).inc(files)
+        counter_bytes.labels(kind=kind).inc(size_bytes)
+    except Exception:  # noqa: BLE001 - metrics must never fail a prune
+        log.debug("could not record a spool prune metric", exc_info=True)
 
 
 class WorkerCollector:

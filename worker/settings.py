@@ -48,6 +48,8 @@ class Settings:
     DICOM SR of each measured or needs_review scan (both off by default): ``SR_DIR`` (keep every SR
     file there), ``SR_DESTINATION`` (``dimse://AETITLE@host:port``: C-STORE each SR there as
     ``AE_TITLE``; an SR that could not be sent stays in ``SR_DIR``, else in ``SPOOL_DIR``/sr).
+    ``SPOOL_RETENTION_DAYS`` (0: keep for ever): the sweep deletes spool files of jobs finished
+    longer ago than this, and older orphans (``worker.spool_retention``).
     """
 
     database_url: str = field(default_factory=lambda: _env("DATABASE_URL", f"sqlite:///{_data_home() / 'fetalhc.db'}"))
@@ -74,6 +76,7 @@ class Settings:
     torch_threads: int = field(default_factory=lambda: int(_env_float("TORCH_THREADS", 0)))
     sr_dir: Path | None = field(default_factory=lambda: Path(_env("SR_DIR", "")) if _env("SR_DIR", "") else None)
     sr_destination: str | None = field(default_factory=lambda: _env("SR_DESTINATION", "") or None)
+    spool_retention_days: float = field(default_factory=lambda: _env_float("SPOOL_RETENTION_DAYS", 0.0))
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -99,6 +102,9 @@ class Settings:
             raise ValueError(f"FETALHC_METRICS_PORT={self.metrics_port} is not a TCP port (0 disables)")
         if self.sweep_interval_s < 0 or self.stale_after_s < 0 or self.torch_threads < 0:
             raise ValueError("FETALHC_SWEEP_INTERVAL, FETALHC_STALE_AFTER and FETALHC_TORCH_THREADS cannot be negative")
+        if not 0 <= self.spool_retention_days < 1e6:  # also refuses nan and inf
+            raise ValueError(f"FETALHC_SPOOL_RETENTION_DAYS={self.spool_retention_days}: days a finished scan's "
+                             "spool file is kept, at least 0 (0: kept for ever)")
         if self.sr_destination:  # FETALHC_SR_DESTINATION: checked now, not at the first report
             from worker.backfill.dimse import parse_dimse_url
 

@@ -1,4 +1,4 @@
-"""The worker's companion process: the periodic sweep for lost jobs and the Prometheus endpoint.
+"""The worker's companion process: the periodic sweep for lost jobs (and spool retention), and metrics.
 
 ``fetalhc worker`` starts it as a fresh interpreter beside the Celery main process, rather than
 as threads in that process: the main process forks pool processes (at start, and again whenever
@@ -48,7 +48,10 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
 
 
 def run(settings: Settings, parent_pid: int, done: threading.Event) -> None:
-    """Serve metrics and sweep every ``sweep_interval_s`` until ``done`` is set or the parent is gone."""
+    """Serve metrics and sweep (and prune the spool, see ``PeriodicSweeper``) every ``sweep_interval_s``.
+
+    Runs until ``done`` is set or the parent is gone.
+    """
     from worker.metrics import start_metrics_server
     from worker.sweeper import PeriodicSweeper
 

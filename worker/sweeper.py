@@ -27,16 +27,21 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db import JobStatus, session_scope, set_job_status, stale_jobs
 from worker.celery_app import LIVE_QUEUE, QUEUES, app_for, create_app
 from worker.enqueue import BROKER_ERRORS, send
 from worker.settings import Settings
 
+if TYPE_CHECKING:
+    from worker.spool_retention import PruneSummary
+
 log = logging.getLogger(__name__)
 
 SWEEP_LOCK_KEY = "fetalhc:sweep-lock"
+PRUNE_LOCK_KEY = "fetalhc:spool-prune-lock"
+PRUNE_EVERY_S = 3600.0  # spool retention is counted in days: one prune an hour across workers is plenty
 # kombu's Redis transport keeps a queue's messages of priority p > 0 in the list "<queue>\x06\x16<p>".
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (0, 3, 6, 9)
@@ -113,7 +118,9 @@ class PeriodicSweeper:
     """The sweep the worker's companion process (``worker.sidecar``) runs every ``sweep_interval_s``.
 
     Several workers each run one: a Redis lock lets one of them sweep per interval. Errors
-    (database or broker down) are logged, and the next interval tries again.
+    (database or broker down) are logged, and the next interval tries again. With
+    ``FETALHC_SPOOL_RETENTION_DAYS`` > 0 it also prunes the spool (``worker.spool_retention``),
+    at most once per ``PRUNE_EVERY_S`` across workers (another Redis lock, left to expire).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -142,10 +149,32 @@ class PeriodicSweeper:
             return None
         return sweep(self.settings, self.older_than, app=self._app, client=self._client)
 
-    def tick(self) -> SweepSummary | None:
-        """``run_once``, with any error logged (by type: messages may hold SQL) instead of raised."""
+    def prune_once(self) -> PruneSummary | None:
+        """Prune the spool if retention is on and no sweeper pruned within ``PRUNE_EVERY_S``; else None."""
+        if not self.settings.spool_retention_days:
+            return None
+        from worker.spool_retention import prune_spool
+
+        if self._client is None:
+            self._client = redis_client(self.settings.broker_url)
+        if not self._client.set(PRUNE_LOCK_KEY, self._owner, nx=True, px=int(PRUNE_EVERY_S * 1000)):
+            return None
         try:
-            return self.run_once()
+            return prune_spool(self.settings, dt.timedelta(days=self.settings.spool_retention_days))
+        except Exception:
+            if self._client.get(PRUNE_LOCK_KEY) == self._owner.encode():  # failed: the next interval tries again
+                self._client.delete(PRUNE_LOCK_KEY)
+            raise
+
+    def tick(self) -> SweepSummary | None:
+        """``run_once``, then ``prune_once``, each with any error logged (by type: messages may hold SQL)."""
+        try:
+            summary = self.run_once()
         except Exception as exc:  # noqa: BLE001 - the sweeper outlives outages; the next interval retries
             log.warning("sweep skipped: %s", type(exc).__name__)
-            return None
+            summary = None
+        try:
+            self.prune_once()
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.warning("spool prune skipped: %s", type(exc).__name__)
+        return summary
