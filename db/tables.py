@@ -52,7 +52,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    path: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text, index=True)  # spool pruning and re-sent files look jobs up by path
     source: Mapped[str] = mapped_column(String(32), default="cli")  # live | watch | backfill | cli
     queue: Mapped[str | None] = mapped_column(String(32))
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -53,8 +53,19 @@ def _row(uid: str) -> dict[str, object]:
             "patient_id": "P1", "study_date": dt.date(2026, 1, 5)}
 
 
-def test_head_is_the_baseline_until_a_second_revision_exists() -> None:
-    assert head_revision() == BASELINE == "0001"
+def _legacy_database(url: str) -> None:
+    """A database as ``create_all`` made it before migrations existed: the baseline schema, unstamped."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    with get_engine(url).begin() as conn:
+        command.upgrade(alembic_config(conn), BASELINE)
+        conn.execute(text("DROP TABLE alembic_version"))
+
+
+def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
+    assert BASELINE == "0001" and head_revision() == "0002"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
@@ -65,7 +76,8 @@ def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
     inspector = inspect(get_engine(empty_url))
     assert {i["name"] for i in inspector.get_indexes("measurements")} >= {
         "ix_measurements_patient_date", "ix_measurements_status", "ix_measurements_study_instance_uid"}
-    assert {i["name"] for i in inspector.get_indexes("jobs")} >= {"ix_jobs_sop_instance_uid", "ix_jobs_status"}
+    assert {i["name"] for i in inspector.get_indexes("jobs")} >= {"ix_jobs_sop_instance_uid", "ix_jobs_status",
+                                                                  "ix_jobs_path"}
     assert [u["column_names"] for u in inspector.get_unique_constraints("measurements")] == [
         ["sop_instance_uid", "frame", "model_version"]]
     with session_scope(empty_url) as s:  # the repository works on the migrated schema, upsert included
@@ -96,7 +108,8 @@ def test_second_upgrade_keeps_rows_and_runs_no_ddl(empty_url: str) -> None:
 
 
 def test_adopts_a_create_all_database_and_keeps_its_rows(empty_url: str) -> None:
-    Base.metadata.create_all(get_engine(empty_url))  # how fetalhc made databases before migrations
+    _legacy_database(empty_url)
+    assert "ix_jobs_path" not in {i["name"] for i in inspect(get_engine(empty_url)).get_indexes("jobs")}
     with session_scope(empty_url) as s:
         upsert_measurement(s, _row("1.2.840.1"))
         job_id = create_job(s, "/spool/a.dcm", "live")
