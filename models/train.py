@@ -65,27 +65,42 @@ class LoadHC18d(MapTransform):
         }
 
 
-def train_transforms(input_size: tuple[int, int]) -> Compose:
-    """Loading plus augmentation that fits ultrasound: pose, gain, speckle, blur, shadows."""
+AUGMENTATIONS = ("standard", "light")
+
+
+def train_transforms(input_size: tuple[int, int], augment: str = "standard") -> Compose:
+    """Loading plus augmentation that fits ultrasound: pose, gain, speckle, blur, shadows.
+
+    ``light`` keeps the pose changes small and drops speckle, blur and shadows: for a last phase
+    that lets the network settle on the annotations' boundary.
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
     h, w = input_size
     keys = ["image", "label"]
-    return Compose([
+    light = augment == "light"
+    pose = (math.pi / 9, 0.1, 0.05) if light else (math.pi / 3, 0.25, 0.12)  # rotation, scale, translation
+    steps = [
         LoadHC18d(input_size),
         RandFlipd(keys, prob=0.5, spatial_axis=0),
         RandFlipd(keys, prob=0.5, spatial_axis=1),
         RandAffined(
-            keys, prob=0.9, rotate_range=math.pi / 3, scale_range=(0.25, 0.25),
-            translate_range=(h * 0.12, w * 0.12), mode=("bilinear", "bilinear"), padding_mode="zeros",
+            keys, prob=0.9, rotate_range=pose[0], scale_range=(pose[1], pose[1]),
+            translate_range=(h * pose[2], w * pose[2]), mode=("bilinear", "bilinear"), padding_mode="zeros",
         ),
-        RandAdjustContrastd("image", prob=0.3, gamma=(0.6, 1.6)),
-        RandScaleIntensityd("image", prob=0.3, factors=0.2),
-        RandShiftIntensityd("image", prob=0.3, offsets=0.2),
-        RandGaussianNoised("image", prob=0.3, std=0.15),
-        RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2)),
-        # Acoustic shadows: dark blocks over part of the skull.
-        RandCoarseDropoutd("image", prob=0.3, holes=1, max_holes=4, spatial_size=(h // 12, w // 24),
-                           max_spatial_size=(h // 3, w // 8), fill_value=-1.0),
-    ])
+        RandAdjustContrastd("image", prob=0.3, gamma=(0.8, 1.25) if light else (0.6, 1.6)),
+        RandScaleIntensityd("image", prob=0.3, factors=0.1 if light else 0.2),
+        RandShiftIntensityd("image", prob=0.3, offsets=0.1 if light else 0.2),
+    ]
+    if not light:
+        steps += [
+            RandGaussianNoised("image", prob=0.3, std=0.15),
+            RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2)),
+            # Acoustic shadows: dark blocks over part of the skull.
+            RandCoarseDropoutd("image", prob=0.3, holes=1, max_holes=4, spatial_size=(h // 12, w // 24),
+                               max_spatial_size=(h // 3, w // 8), fill_value=-1.0),
+        ]
+    return Compose(steps)
 
 
 class Trainer:
@@ -120,7 +135,7 @@ class Trainer:
         }, indent=1))
         log.info("split: %d train / %d validation images", len(self.train_cases), len(self.val_cases))
 
-        transforms = train_transforms(cfg.input_size)
+        transforms = train_transforms(cfg.input_size, cfg.augment)
         transforms.set_random_state(seed=cfg.seed)
         ds = CacheDataset([{"case": c} for c in self.train_cases], transforms, num_workers=2, progress=True)
         workers = cfg.workers if cfg.workers is not None else (6 if self.device.type == "cuda" else 0)
@@ -188,7 +203,7 @@ class Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         return float(np.mean(losses)) if losses else math.nan
 

@@ -29,6 +29,7 @@ class TrainConfig:
     init_weights: Path | None = None  # start from these network weights (fine-tuning, continuing)
     limit: int | None = None  # use only the first N cases (smoke tests)
     threads: int | None = None
+    augment: str = "standard"  # standard | light
     workers: int | None = None  # augmentation processes; None: 0 on CPU, 6 on CUDA
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -54,6 +55,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="start from the network weights of a last.pt or weights file, with a new schedule")
     p.add_argument("--limit", type=int, default=None, help="use only the first N cases")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--augment", default="standard", choices=("standard", "light"),
+                   help="augmentation strength; light for a last, settling phase")
     p.add_argument("--workers", type=int, default=None,
                    help="data-augmentation worker processes (default: 0 on CPU, 6 on CUDA)")
     p.add_argument("--channels", type=int, nargs="+", default=None,
@@ -68,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
         val_every=args.val_every, device=args.device, time_limit_min=args.time_limit_min, resume=args.resume,
         init_weights=args.init_weights,
-        limit=args.limit, threads=args.threads, workers=args.workers,
+        limit=args.limit, threads=args.threads, workers=args.workers, augment=args.augment,
         arch_kwargs={"channels": list(args.channels)} if args.channels else {},
     )
 

@@ -63,3 +63,22 @@ def test_command_line_sets_channels_workers_and_the_shipped_input_size() -> None
         ["--data", "d", "--channels", "24", "48", "96", "--workers", "3"]))
     assert cfg.arch_kwargs == {"channels": [24, 48, 96]} and cfg.workers == 3
     assert cfg.input_size == load_weights().input_size  # defaults train what is shipped
+
+
+def test_light_augmentation_keeps_pose_small_and_drops_shadows_and_speckle() -> None:
+    from monai.transforms import RandAffined, RandCoarseDropoutd, RandGaussianNoised
+
+    from models.train import train_transforms
+    from models.train_config import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args(["--data", "d", "--augment", "light"])).augment == "light"
+    standard, light = train_transforms((64, 96)), train_transforms((64, 96), "light")
+    kinds = [type(t) for t in light.transforms]
+    assert RandCoarseDropoutd not in kinds and RandGaussianNoised not in kinds
+    assert RandCoarseDropoutd in [type(t) for t in standard.transforms]
+    [pose] = [t for t in light.transforms if isinstance(t, RandAffined)]
+    [wide] = [t for t in standard.transforms if isinstance(t, RandAffined)]
+    small, large = pose.rand_affine.rand_affine_grid, wide.rand_affine.rand_affine_grid
+    assert small.rotate_range[0] < large.rotate_range[0] and small.scale_range[0] < large.scale_range[0]
+    with pytest.raises(ValueError, match="standard, light"):
+        train_transforms((64, 96), "heavy")
