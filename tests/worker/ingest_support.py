@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from db import Job, session_scope
 from dicom_io.writer import ScanIdentity, write_us_image
 from worker.settings import Settings
 
@@ -69,3 +70,11 @@ def ingest_settings(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: P
     yield make_settings(monkeypatch, redis_url, f"sqlite:///{tmp_path / 'ingest.db'}", tmp_path)
     get_settings.cache_clear()
     dispose_all()
+
+
+def job_row(settings: Settings, job_id: int) -> Job:
+    """The job row as stored now (a detached copy)."""
+    with session_scope(settings.database_url) as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from db import Job, JobStatus, create_job, session_scope, set_job_status, upgrade
 from tests.services import PrivateRedis, private_redis  # noqa: F401 - fixture
+from tests.worker.ingest_support import job_row
 from worker.ingest.spool import write_instance
 from worker.settings import Settings, get_settings
 from worker.spool_retention import ORPHAN_MARGIN, PRUNED_NOTE, PruneSummary, prune_spool
@@ -64,13 +65,6 @@ def _job(settings: Settings, path: Path, status: JobStatus, finished_days_ago: f
     return job_id
 
 
-def _get(settings: Settings, job_id: int) -> Job:
-    with session_scope(settings.database_url) as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def _details(settings: Settings) -> dict[int, tuple[str, str | None, str | None]]:
     with session_scope(settings.database_url) as s:
         return {j.id: (j.status, j.reason, j.detail) for j in s.scalars(select(Job))}
@@ -93,13 +87,13 @@ def test_old_finished_jobs_lose_their_file_and_keep_their_outcome(settings: Sett
     assert (summary.files, summary.bytes, summary.jobs_marked, summary.kept_in_use) == (3, 2500, 3, 1)
     assert (summary.orphans, summary.errors) == (0, 0)
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
-    assert _get(settings, done_id).status == "done" and _get(settings, done_id).detail == f"{PRUNED_NOTE} {today}"
-    assert _get(settings, review_id).status == "needs_review"
-    job = _get(settings, failed_id)
+    assert job_row(settings, done_id).status == "done" and job_row(settings, done_id).detail == f"{PRUNED_NOTE} {today}"
+    assert job_row(settings, review_id).status == "needs_review"
+    job = job_row(settings, failed_id)
     assert (job.status, job.reason, job.detail) == ("failed", "uncalibrated", f"why it failed; {PRUNED_NOTE} {today}")
-    assert _get(settings, recent_id).detail is None
+    assert job_row(settings, recent_id).detail is None
     assert prune_spool(settings, RETENTION).files == 0  # nothing left to do; no job marked twice
-    assert _get(settings, done_id).detail == f"{PRUNED_NOTE} {today}"
+    assert job_row(settings, done_id).detail == f"{PRUNED_NOTE} {today}"
 
 
 def test_files_of_unfinished_jobs_are_kept_however_old(settings: Settings) -> None:
@@ -195,7 +189,7 @@ def test_a_dry_run_deletes_nothing_and_reports_the_same_counts(settings: Setting
     assert {**dry.as_dict(), "dry_run": False} == real.as_dict()
     assert (real.files, real.orphans, real.jobs_marked, real.kept_in_use, real.folders) == (3, 2, 3, 1, 1)
     assert not any(p.exists() for p in old) and not orphan.exists() and kept.exists()
-    assert all(PRUNED_NOTE in (_get(settings, i).detail or "") for i in ids)
+    assert all(PRUNED_NOTE in (job_row(settings, i).detail or "") for i in ids)
 
 
 def test_many_files_are_judged_in_batches(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,7 +220,7 @@ def test_pruning_on_postgresql(fetalhc_env: pytest.MonkeyPatch, pg_url: str) -> 
 
     assert not old.exists() and recent.exists() and running.exists()
     assert (summary.files, summary.jobs_marked, summary.kept_in_use) == (1, 1, 2)
-    job = _get(settings, old_id)
+    job = job_row(settings, old_id)
     assert (job.status, job.reason) == ("failed", "not_dicom")
     assert job.detail == f"why it failed; {PRUNED_NOTE} {dt.datetime.now(dt.timezone.utc).date().isoformat()}"
 
@@ -322,7 +316,7 @@ def test_a_pruned_job_run_again_fails_as_missing_file(settings: Settings) -> Non
         torch.set_num_threads(threads)
 
     assert (result["status"], result["reason"]) == ("failed", "missing_file")
-    job = _get(settings, job_id)
+    job = job_row(settings, job_id)
     assert (job.status, job.reason) == ("failed", "missing_file")
 
 

@@ -17,6 +17,7 @@ from db import Job, JobStatus, Measurement, create_job, session_scope, set_job_s
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import ScanIdentity, write_us_image
 from tests.services import PrivateRedis, free_port, private_redis  # noqa: F401 - fixture
+from tests.worker.ingest_support import job_row
 from worker.logs import JsonFormatter
 from worker.settings import Settings, get_settings
 
@@ -68,13 +69,6 @@ def _job(settings: Settings, path: Path, status: JobStatus = JobStatus.QUEUED, a
     return job_id
 
 
-def _get(settings: Settings, job_id: int) -> Job:
-    with session_scope(settings.database_url) as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def _rows(settings: Settings) -> list[Measurement]:
     with session_scope(settings.database_url) as s:
         return list(s.scalars(select(Measurement)))
@@ -88,8 +82,8 @@ def test_measure_records_a_scan_and_skips_it_when_delivered_again(env: Settings,
     again = measure.run(job_id, str(tmp_path / "a.dcm"), None)  # a redelivered or duplicated message
 
     assert first["status"] in ("measured", "needs_review") and first["hc_mm"] == pytest.approx(100, rel=0.08)
-    assert again == {"job_id": job_id, "status": _get(env, job_id).status, "duplicate": True}
-    assert _get(env, job_id).attempts == 1
+    assert again == {"job_id": job_id, "status": job_row(env, job_id).status, "duplicate": True}
+    assert job_row(env, job_id).attempts == 1
     assert len(_rows(env)) == 1
 
 
@@ -102,7 +96,7 @@ def test_a_scan_that_never_finishes_is_failed_as_poison_at_the_cap(env: Settings
     result = measure.run(job_id, str(path), None)
 
     assert result == {"job_id": job_id, "status": "failed", "reason": "poison"}
-    job = _get(env, job_id)
+    job = job_row(env, job_id)
     assert (job.status, job.reason) == ("failed", "poison") and "attempts" in (job.detail or "")
     assert _rows(env) == []  # not measured
     below = _job(env, path, JobStatus.RUNNING, attempts=env.max_attempts - 1)
@@ -121,8 +115,8 @@ def test_measure_batch_measures_every_item_and_fails_only_the_bad_one(env: Setti
 
     assert [r["job_id"] for r in result["results"]] == jobs
     assert [r["status"] for r in result["results"]][2] == "failed"
-    assert [_get(env, j).status for j in jobs][:2] == ["done", "done"]
-    assert (_get(env, jobs[2]).status, _get(env, jobs[2]).reason) == ("failed", "not_dicom")
+    assert [job_row(env, j).status for j in jobs][:2] == ["done", "done"]
+    assert (job_row(env, jobs[2]).status, job_row(env, jobs[2]).reason) == ("failed", "not_dicom")
     assert len(_rows(env)) == 2
     again = measure_batch.run([[j, str(p), None] for j, p in zip(jobs, (*good, junk))])
     assert all(r.get("duplicate") for r in again["results"])  # redelivered after it finished: nothing redone
@@ -195,7 +189,7 @@ def test_worker_logs_name_jobs_and_never_patients(env: Settings, tmp_path: Path)
     assert any(line.get("job_ids") == [jobs[uncalibrated], jobs[truncated]] for line in lines)
     for value in (PATIENT_ID, PATIENT_NAME, "Bovary", "Emma"):
         assert value.lower() not in text.lower()
-    assert {_get(env, j).reason for j in jobs.values()} == {None, "uncalibrated", "truncated"}
+    assert {job_row(env, j).reason for j in jobs.values()} == {None, "uncalibrated", "truncated"}
 
 
 def test_enqueue_with_batch_groups_scans_per_message(
@@ -213,7 +207,7 @@ def test_enqueue_with_batch_groups_scans_per_message(
     bodies = [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in reversed(raw)]  # oldest first
     assert [[item[0] for item in body[0]] for body in bodies] == [summary.job_ids[:2], summary.job_ids[2:4],
                                                                     summary.job_ids[4:]]
-    assert {_get(env, j).status for j in summary.job_ids or []} == {"queued"}
+    assert {job_row(env, j).status for j in summary.job_ids or []} == {"queued"}
     with pytest.raises(ValueError):
         enqueue_files(get_settings(), paths, batch=0)
 
