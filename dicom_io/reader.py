@@ -3,7 +3,7 @@
 Only the header is parsed up front (``stop_before_pixels``); the pixel data is checked by walking its
 element and fragment headers, then decoded one frame at a time straight from the file, so a long cine
 never sits decoded in memory; a cine without (0028,6010) Representative Frame Number may be sampled
-(``plan_frames``). Every failure is a ``DicomError`` with a short ``reason``:
+(``dicom_io.frames.plan_frames``). Every failure is a ``DicomError`` with a short ``reason``:
 
 ``missing_file`` ``not_dicom`` ``truncated`` ``corrupt_dicom`` ``not_ultrasound`` ``no_pixel_data``
 ``absurd_dimensions`` ``unsupported_pixels`` ``doppler_only`` ``uncalibrated``
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,9 +24,10 @@ import numpy as np
 import pydicom
 from pydicom import uid as pdu
 from pydicom.dataset import Dataset
-from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.errors import InvalidDicomError
 
 from dicom_io.calibration import resolve_calibrations
+from dicom_io.frames import PARSE_ERRORS, FramePlan, frame_count, number_attribute, plan_frames
 from dicom_io.errors import DicomError, UnsupportedImageError
 from dicom_io.scan import Calibration, Scan
 
@@ -68,12 +67,6 @@ NATIVE_SYNTAXES = frozenset({
 US_TYPE_2D = 0x0001
 US_TYPE_DOPPLER_OR_M_MODE = 0x0002 | 0x0004 | 0x0008 | 0x0020  # M-mode, CW, PW, colour M-mode
 
-# Parse failures pydicom (and the decoders under it) raise on malformed input.
-PARSE_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError,
-    struct.error, NotImplementedError, RuntimeError, ZeroDivisionError, MemoryError, RecursionError,
-    BytesLengthException, InvalidDicomError,
-)
 PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"UC", b"UR", b"SQ", b"SV", b"UV"}
 
@@ -292,21 +285,6 @@ def _deflated_header(path: Path, ts: pdu.UID, size: int) -> Header:
 
 # -- checks ------------------------------------------------------------------------------------------------
 
-def _number(ds: Dataset, keyword: str, default: int) -> int:
-    value = ds.get(keyword, default)
-    if value is None or value == "":
-        return default
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{keyword} is {value!r}")
-    return int(number)
-
-
-def frame_count(ds: Dataset) -> int:
-    """(0028,0008) Number of Frames, 1 when absent."""
-    return _number(ds, "NumberOfFrames", 1) or 1
-
-
 def check_ultrasound(ds: Dataset, pixels: PixelDataInfo | None = None, located: bool = False) -> None:
     """Raise ``UnsupportedImageError`` unless ``ds`` is a B-mode ultrasound image with sane pixels.
 
@@ -326,11 +304,11 @@ def check_ultrasound(ds: Dataset, pixels: PixelDataInfo | None = None, located: 
         raise UnsupportedImageError("the instance has no (7FE0,0010) Pixel Data: nothing to measure",
                                     reason="no_pixel_data")
     try:
-        rows, cols = _number(ds, "Rows", 0), _number(ds, "Columns", 0)
+        rows, cols = number_attribute(ds, "Rows", 0), number_attribute(ds, "Columns", 0)
         frames = frame_count(ds)
-        samples = _number(ds, "SamplesPerPixel", 1)
-        bits = _number(ds, "BitsAllocated", 8)
-        stored = _number(ds, "BitsStored", bits)
+        samples = number_attribute(ds, "SamplesPerPixel", 1)
+        bits = number_attribute(ds, "BitsAllocated", 8)
+        stored = number_attribute(ds, "BitsStored", bits)
     except PARSE_ERRORS as exc:
         raise DicomError(f"image pixel attributes are unreadable ({exc})", reason="corrupt_dicom") from exc
     if (not (MIN_SIDE_PX <= rows <= MAX_SIDE_PX and MIN_SIDE_PX <= cols <= MAX_SIDE_PX)
@@ -431,11 +409,11 @@ def to_grey(frame: np.ndarray, ds: Dataset) -> np.ndarray:
         elif frame.dtype == np.uint8:
             top = 255.0
         else:
-            top = float((1 << _number(ds, "BitsStored", 16)) - 1)
+            top = float((1 << number_attribute(ds, "BitsStored", 16)) - 1)
         return _scale_to_uint8(grey, top)
     if frame.ndim != 2:
         raise UnsupportedImageError(f"unexpected pixel array shape {frame.shape}", reason="unsupported_pixels")
-    stored = _number(ds, "BitsStored", 8)
+    stored = number_attribute(ds, "BitsStored", 8)
     if frame.dtype == np.uint8 and stored <= 8:
         grey8 = frame
         if photometric == "MONOCHROME1":
@@ -510,86 +488,6 @@ def parse_date(value: object) -> dt.date | None:
         return None
 
 
-def representative_frame(ds: Dataset) -> int | None:
-    """(0028,6010) Representative Frame Number (1-based), when present and valid."""
-    try:
-        value = ds.get("RepresentativeFrameNumber")
-        number = int(value) if value is not None and value != "" else None
-        total = frame_count(ds)
-    except PARSE_ERRORS:
-        return None
-    return number if number is not None and 1 <= number <= total else None
-
-
-class FrameRule(StrEnum):
-    """Why these frames of an instance are the ones measured."""
-
-    ASKED = "asked"  # the caller named them
-    REPRESENTATIVE = "representative"  # (0028,6010) Representative Frame Number
-    ALL = "all"  # every frame (a single-frame image, or a cine within the cap)
-    SAMPLED = "sampled"  # a cine over the cap: evenly spaced frames, first and last included
-
-
-@dataclass(frozen=True)
-class FramePlan:
-    """The 1-based ``frames`` (ascending, unique) of an instance of ``total`` frames to measure, and why."""
-
-    frames: tuple[int, ...]
-    total: int
-    rule: FrameRule
-
-    def __post_init__(self) -> None:
-        if not self.frames or list(self.frames) != sorted(set(self.frames)):
-            raise ValueError(f"frames must be ascending, unique and not empty: {self.frames}")
-        if self.frames[0] < 1 or self.frames[-1] > self.total:
-            raise ValueError(f"frames {self.frames} are not all within 1..{self.total}")
-
-    @property
-    def sampled(self) -> bool:
-        """True when frames were skipped by the cap (not by a representative frame or a caller's choice)."""
-        return self.rule is FrameRule.SAMPLED
-
-
-def sample_frames(total: int, max_frames: int) -> list[int]:
-    """``max_frames`` evenly spaced 1-based frames of ``total``, the first and the last included.
-
-    Every frame when ``max_frames`` is 0 or not below ``total``. The last frame is always kept: in a
-    retrospective cine (stored on freeze) it is the frame the operator froze on. With ``max_frames``
-    of 1 it is the only one. Integer arithmetic, so the choice is the same on every machine.
-
-    Example: ``sample_frames(120, 4) == [1, 41, 80, 120]``.
-    """
-    if total < 1 or max_frames < 0:
-        raise ValueError(f"cannot sample {max_frames} of {total} frames")
-    if max_frames == 0 or max_frames >= total:
-        return list(range(1, total + 1))
-    if max_frames == 1:
-        return [total]
-    steps, span = max_frames - 1, total - 1
-    # Round i * span / steps to the nearest integer; span > steps, so the frames are distinct.
-    return [1 + (2 * i * span + steps) // (2 * steps) for i in range(max_frames)]
-
-
-def plan_frames(ds: Dataset, max_frames: int = 0, asked: list[int] | None = None) -> FramePlan:
-    """Which frames of ``ds`` to measure: ``asked`` (1-based) when given; else (0028,6010)
-    Representative Frame Number when present; else every frame, or ``sample_frames`` of them when the
-    image has more than ``max_frames`` (0: no cap).
-    """
-    total = frame_count(ds)
-    if asked:
-        return FramePlan(tuple(sorted(set(asked))), total, FrameRule.ASKED)
-    chosen = representative_frame(ds)
-    if chosen:
-        return FramePlan((chosen,), total, FrameRule.REPRESENTATIVE)
-    frames = sample_frames(total, max_frames)
-    return FramePlan(tuple(frames), total, FrameRule.SAMPLED if len(frames) < total else FrameRule.ALL)
-
-
-def frames_to_measure(ds: Dataset, max_frames: int = 0) -> list[int]:
-    """1-based frames to measure: the representative frame when named, else all (or a capped sample)."""
-    return list(plan_frames(ds, max_frames).frames)
-
-
 def _text(ds: Dataset, keyword: str) -> str:
     try:
         return str(ds.get(keyword, "") or "").strip("\x00 ")
@@ -619,7 +517,7 @@ def _prepare(path: Path) -> tuple[Header, list[Calibration], int, int, int]:
     ds = header.dataset
     try:
         check_ultrasound(ds, header.pixels, located=True)
-        rows, cols, total = _number(ds, "Rows", 0), _number(ds, "Columns", 0), frame_count(ds)
+        rows, cols, total = number_attribute(ds, "Rows", 0), number_attribute(ds, "Columns", 0), frame_count(ds)
         calibrations = resolve_calibrations(ds, rows, cols)
     except DicomError:
         raise

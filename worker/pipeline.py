@@ -17,7 +17,8 @@ import torch
 
 from db import JobStatus, MeasurementStatus, session_scope, set_job_status, upsert_measurement
 from dicom_io import DicomError, Scan
-from dicom_io.reader import FramePlan, open_scans, parse_date, read_dataset
+from dicom_io.frames import FramePlan
+from dicom_io.reader import open_scans, parse_date, read_dataset
 from models.biometry import Biometry
 from models.errors import FetalHCError, MeasurementError
 from models.network import pick_device

@@ -10,7 +10,8 @@ import pytest
 from pydicom.pixels.decoders.base import DecodeRunner
 
 from dicom_io import build_us_dataset, iter_scans, read_header
-from dicom_io.reader import FramePlan, FrameRule, frames_to_measure, open_scans, plan_frames, sample_frames
+from dicom_io.frames import FramePlan, FrameRule, frames_to_measure, plan_frames, sample_frames
+from dicom_io.reader import open_scans
 from dicom_io.writer import encode
 from us_files import SPACING_MM, real_file
 

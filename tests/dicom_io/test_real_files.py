@@ -10,7 +10,8 @@ import pytest
 from pydicom import uid as pdu
 
 from dicom_io import DicomError, iter_scans, read_header
-from dicom_io.reader import frames_to_measure, iter_frames, to_grey
+from dicom_io.frames import frames_to_measure
+from dicom_io.reader import iter_frames, to_grey
 from us_files import real_file
 
 OB_REGION = (120, 60, 799, 518)  # Philips CX50: Max X1 = 800 = Columns, tolerated and clipped

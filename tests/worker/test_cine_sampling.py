@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from db import Job, Measurement, session_scope
 from dicom_io.phantom import make_phantom
-from dicom_io.reader import FramePlan, FrameRule
+from dicom_io.frames import FramePlan, FrameRule
 from dicom_io.writer import write_us_image
 from worker.cli import main
 from worker.pipeline import frame_note
