@@ -79,7 +79,7 @@ def send_files(paths: Sequence[Path], destination: str, calling_ae: str) -> Send
         summary.failed.update({p: reason for p in paths})
         return summary
     try:
-        for path in paths:
+        for i, path in enumerate(paths):
             try:
                 status = assoc.send_c_store(dcmread(path))
             except (OSError, ValueError, RuntimeError) as exc:  # unreadable file, no accepted context, lost link
@@ -92,7 +92,7 @@ def send_files(paths: Sequence[Path], destination: str, calling_ae: str) -> Send
                 summary.failed[path] = ("no C-STORE response (timed out or aborted)" if code == -1
                                         else f"C-STORE status 0x{code:04X}")
             if not assoc.is_established:
-                for rest in paths[paths.index(path) + 1:]:
+                for rest in paths[i + 1:]:
                     summary.failed[rest] = "association lost"
                 break
     finally:
