@@ -36,8 +36,12 @@ def outline_mask(ellipse: Ellipse, shape: tuple[int, int], samples: int = 4000) 
     return out
 
 
-def shrink_case(case: Case, out_dir: Path, factor: float, jpeg_quality: int | None = None) -> tuple[str, float, float]:
+def shrink_case(case: Case, out_dir: Path, factor: float, jpeg_quality: int | None = None,
+                ellipse: Ellipse | None = None, hc_mm: float | None = None) -> tuple[str, float, float]:
     """Write one downscaled image and outline; returns its CSV row (name, pixel size, HC).
+
+    The outline is the case's reference ellipse, or ``ellipse`` (full-resolution pixels) with
+    ``hc_mm`` for an unlabelled case (pseudo-labels).
 
     The scale is exact per axis (``size / original size``); HC18 pixels are square, so the pixel
     size is scaled by the mean of the two (they differ by under 0.2% after rounding).
@@ -51,13 +55,14 @@ def shrink_case(case: Case, out_dir: Path, factor: float, jpeg_quality: int | No
         small.save(out_dir / name, optimize=True)
     else:
         small.save(out_dir / name, quality=jpeg_quality)
-    e = case.reference_ellipse_px()
+    e = ellipse if ellipse is not None else case.reference_ellipse_px()
     # Pixel centres: full-resolution coordinate x maps to (x + 0.5) * s - 0.5.
     scaled = Ellipse((e.cx + 0.5) * sx - 0.5, (e.cy + 0.5) * sy - 0.5, e.a * (sx + sy) / 2, e.b * (sx + sy) / 2,
                      e.angle)
     annotation = out_dir / (Path(name).stem + "_Annotation.png")
     Image.fromarray(outline_mask(scaled, (size[1], size[0]))).save(annotation)
-    return name, case.pixel_size_mm * 2 / (sx + sy), float(case.hc_mm or 0.0)
+    hc = hc_mm if hc_mm is not None else case.hc_mm
+    return name, case.pixel_size_mm * 2 / (sx + sy), float(hc or 0.0)
 
 
 def shrink(data: Path, out: Path, factor: float = 2, jpeg_quality: int | None = None) -> int:
@@ -65,11 +70,16 @@ def shrink(data: Path, out: Path, factor: float = 2, jpeg_quality: int | None = 
     out_dir = out / "training_set"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [shrink_case(case, out_dir, factor, jpeg_quality) for case in load_cases(data)]
+    write_training_csv(out, rows)
+    return len(rows)
+
+
+def write_training_csv(out: Path, rows: list[tuple[str, float, float]]) -> None:
+    """The HC18 training CSV (file name, pixel size, HC) of a folder written here."""
     with open(out / TRAINING_CSV, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["filename", "pixel size(mm)", "head circumference (mm)"])
         writer.writerows(rows)
-    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

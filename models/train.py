@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from monai.transforms import (
     Compose,
     MapTransform,
@@ -36,6 +37,7 @@ from tqdm import tqdm
 from models.biometry import measure_head
 from models.errors import FetalHCError
 from models.hc18 import Case, load_cases, split_by_subject
+from models.losses import EdgeWeightedDiceCELoss
 from models.network import DEFAULT_KWARGS, build_network, count_parameters, parse_architecture, pick_device
 from models.preprocess import logits_to_full_size, prepare_input, resize
 from models.segment import predict_logits
@@ -128,12 +130,16 @@ class Trainer:
         if cfg.limit:
             cases = cases[: cfg.limit]
         self.train_cases, self.val_cases = split_by_subject(cases, cfg.val_fraction, cfg.seed)
+        extra = [case for folder in cfg.extra_data for case in load_cases(folder)]
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "split.json").write_text(json.dumps({
-            "seed": cfg.seed, "val_fraction": cfg.val_fraction,
-            "train": sorted(c.name for c in self.train_cases), "val": sorted(c.name for c in self.val_cases),
-        }, indent=1))
-        log.info("split: %d train / %d validation images", len(self.train_cases), len(self.val_cases))
+        split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
+                 "train": sorted(c.name for c in self.train_cases), "val": sorted(c.name for c in self.val_cases)}
+        if extra:  # other folders' names can repeat HC18's (test_set reuses 000_HC.png): kept apart
+            split["extra_train"] = {str(folder): sorted(c.name for c in load_cases(folder)) for folder in cfg.extra_data}
+        (self.out / "split.json").write_text(json.dumps(split, indent=1))
+        self.train_cases = self.train_cases + extra
+        log.info("split: %d train (%d of them extra) / %d validation images", len(self.train_cases), len(extra),
+                 len(self.val_cases))
 
         transforms = train_transforms(cfg.input_size, cfg.augment)
         transforms.set_random_state(seed=cfg.seed)
@@ -145,7 +151,8 @@ class Trainer:
 
         self.net = build_network(self.arch, **self.arch_kwargs).to(self.device)
         log.info("%s with %d parameters on %s", self.arch, count_parameters(self.net), self.device)
-        self.loss_fn = DiceCELoss(sigmoid=True)
+        self.loss_fn = (EdgeWeightedDiceCELoss(cfg.boundary_weight) if cfg.boundary_weight > 0
+                        else DiceCELoss(sigmoid=True))
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.total_steps = cfg.epochs * max(len(self.loader), 1)
         self.step = 0
@@ -153,8 +160,16 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         if cfg.init_weights:
             self._init_from(Path(cfg.init_weights))
+        # The moving average starts from the (initial or resumed) weights; it is what validates and ships.
+        self.ema = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                    if cfg.ema_decay > 0 else None)
         if cfg.resume:
             self._resume(Path(cfg.resume))
+
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        """The network that validates and is saved as ``best.pt``: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.net
 
     def _init_from(self, path: Path) -> None:
         """Start from the network weights of an earlier run (a last.pt or a weights file)."""
@@ -172,6 +187,8 @@ class Trainer:
         self.start_epoch = blob["epoch"] + 1
         self.best_adf = blob["best_adf"]
         self.history = blob["history"]
+        if self.ema is not None and "ema" in blob:
+            self.ema.load_state_dict(blob["ema"])
         log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def progress(self) -> float:
@@ -202,6 +219,8 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.net)
             self.step += 1
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -210,11 +229,11 @@ class Trainer:
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
         """Dice and HC error (mm) on the validation subjects, measured as inference measures them."""
-        self.net.eval()
+        net = self.eval_net.eval()
         errors, dices, failures = [], [], 0
         for case, image, ref_px in self.val_items:
             x = prepare_input(image, self.cfg.input_size)[None].to(self.device)
-            prob = logits_to_full_size(predict_logits(self.net, x)[0].cpu(), image.shape)
+            prob = logits_to_full_size(predict_logits(net, x)[0].cpu(), image.shape)
             ref_mask = ref_px.filled_mask(image.shape)
             pred_mask = prob > 0.5
             dices.append(2 * (ref_mask & pred_mask).sum() / max(ref_mask.sum() + pred_mask.sum(), 1))
@@ -230,15 +249,18 @@ class Trainer:
 
     def checkpoint(self, epoch: int, metrics: dict[str, float]) -> None:
         """Keep ``last.pt`` for resuming and ``best.pt`` (lowest validation ADF) for shipping."""
-        torch.save({"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                    "elapsed_s": self.elapsed_s + time.monotonic() - self.started, "epoch": epoch,
-                    "best_adf": self.best_adf, "history": self.history}, self.out / "last.pt")
+        blob = {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                "elapsed_s": self.elapsed_s + time.monotonic() - self.started, "epoch": epoch,
+                "best_adf": self.best_adf, "history": self.history}
+        if self.ema is not None:
+            blob["ema"] = self.ema.state_dict()
+        torch.save(blob, self.out / "last.pt")
         adf = metrics.get("val_adf_mm", math.nan)
         if math.isfinite(adf) and adf < self.best_adf:
             self.best_adf = adf
             meta = {"model_name": f"hc18-{self.arch}", "epoch": epoch + 1, "train_config": _jsonable(asdict(self.cfg)),
                     "validation": metrics, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            save_weights(self.out / "best.pt", self.net, self.arch, self.arch_kwargs, self.cfg.input_size, meta)
+            save_weights(self.out / "best.pt", self.eval_net, self.arch, self.arch_kwargs, self.cfg.input_size, meta)
             log.info("new best validation ADF %.3f mm at epoch %d", adf, epoch + 1)
 
     def run(self) -> dict[str, float]:

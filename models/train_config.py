@@ -31,6 +31,9 @@ class TrainConfig:
     threads: int | None = None
     augment: str = "standard"  # standard | light
     workers: int | None = None  # augmentation processes; None: 0 on CPU, 6 on CUDA
+    ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights
+    boundary_weight: float = 0.0  # > 0: extra cross-entropy weight on a band around the label's edge
+    extra_data: list[Path] = field(default_factory=list)  # labelled folders added to the training side only
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -59,6 +62,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="augmentation strength; light for a last, settling phase")
     p.add_argument("--workers", type=int, default=None,
                    help="data-augmentation worker processes (default: 0 on CPU, 6 on CUDA)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights (e.g. 0.999; 0: off)")
+    p.add_argument("--boundary-weight", type=float, default=0.0, metavar="W",
+                   help="weight the cross-entropy 1 + W on a band around the skull's edge (0: plain DiceCE)")
+    p.add_argument("--extra-data", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="more labelled HC18-layout folders (e.g. pseudo-labels) for training only; "
+                        "the validation split stays that of --data")
     p.add_argument("--channels", type=int, nargs="+", default=None,
                    help="UNet/AttentionUnet feature channels per level (default 16 32 64 128 256)")
     return p
@@ -72,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         val_every=args.val_every, device=args.device, time_limit_min=args.time_limit_min, resume=args.resume,
         init_weights=args.init_weights,
         limit=args.limit, threads=args.threads, workers=args.workers, augment=args.augment,
+        ema_decay=args.ema, boundary_weight=args.boundary_weight, extra_data=list(args.extra_data),
         arch_kwargs={"channels": list(args.channels)} if args.channels else {},
     )
 

@@ -82,3 +82,28 @@ def test_light_augmentation_keeps_pose_small_and_drops_shadows_and_speckle() -> 
     assert small.rotate_range[0] < large.rotate_range[0] and small.scale_range[0] < large.scale_range[0]
     with pytest.raises(ValueError, match="standard, light"):
         train_transforms((64, 96), "heavy")
+
+
+def test_ema_edge_loss_and_extra_data_train_only_on_the_training_side(tmp_path: Path) -> None:
+    import torch
+
+    data, extra, out = tmp_path / "data", tmp_path / "extra", tmp_path / "run"
+    write_hc18_folder(data, PHANTOMS)
+    write_hc18_folder(extra, tuple((f"{700 + i}_HC.png", 150.0 + 20 * i, 20 + i) for i in range(3)))
+    cfg = TrainConfig(data=data, out=out, input_size=(32, 48), epochs=1, batch_size=2, val_every=1,
+                      val_fraction=0.3, threads=1, ema_decay=0.9, boundary_weight=4.0, extra_data=[extra],
+                      arch_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1})
+    train(cfg)
+
+    split = json.loads((out / "split.json").read_text())
+    plain = split_by_subject(load_cases(data), 0.3, cfg.seed)
+    assert split["val"] == sorted(c.name for c in plain[1])  # the extra folder leaves the split alone
+    assert split["extra_train"] == {str(extra): ["700_HC.png", "701_HC.png", "702_HC.png"]}
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["step"] == (len(plain[0]) + 3) // 2  # the extra images are trained on
+    assert int(last["ema"]["n_averaged"]) == last["step"]  # averaged after every step
+    # best.pt (one epoch: that epoch's) holds the moving average, not the raw weights.
+    best = torch.load(out / "best.pt", weights_only=True)["state_dict"]
+    key = next(k for k in last["net"] if k.endswith("conv.weight"))
+    assert torch.equal(best[key], last["ema"]["module." + key].cpu())
+    assert not torch.equal(best[key], last["net"][key].cpu())
