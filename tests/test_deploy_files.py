@@ -250,6 +250,28 @@ def test_every_fetalhc_command_in_deploy_files_parses() -> None:
 
 # -- Kubernetes objects fit together -----------------------------------------------------------------------------------
 
+def test_every_deployment_runs_the_api_and_guards_a_wide_bind_with_a_token() -> None:
+    """compose, systemd and Kubernetes each run `fetalhc serve`; bound beyond loopback, a token is required."""
+    serves = [(where, argv) for where, argv in command_lines() if argv[0] == "serve"]
+    assert {w.split(" ")[0] if not w.endswith(".service") else "systemd" for w, _ in serves} >= {
+        "compose", "systemd", "k8s"}
+    parser = build_parser()
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for where, argv in serves:
+        if parser.parse_args(argv).host in ("127.0.0.1", "localhost", "::1"):
+            continue
+        if where.startswith("compose "):
+            service = compose["services"][where.split(" ", 1)[1]]
+            assert "FETALHC_API_TOKEN" in service["environment"], f"{where}: bound wide without a token"
+            assert all(str(port).startswith("127.0.0.1:") for port in service.get("ports", [])), (
+                f"{where}: published beyond the host's loopback")
+        else:
+            owner = where.split(" ", 1)[1].split("/")[0]
+            [template] = [t for o, t in pod_templates() if o == owner]
+            env = [e["name"] for c in all_containers(template["spec"]) for e in c.get("env", [])]
+            assert "FETALHC_API_TOKEN" in env, f"{where}: bound wide without a token"
+
+
 def test_k8s_objects_share_the_namespace() -> None:
     namespaces = [ns["metadata"]["name"] for ns in objects("Namespace")]
     assert len(namespaces) == 1
