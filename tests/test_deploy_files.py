@@ -230,6 +230,10 @@ def command_lines() -> list[tuple[str, list[str]]]:
                 argv = fetalhc_argv(c)
                 assert argv is not None, f"{owner}/{c['name']}: fetalhc image running another program"
                 lines.append((f"k8s {owner}/{c['name']}", argv))
+                for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    command = (c.get(kind) or {}).get("exec", {}).get("command")
+                    if command and Path(command[0]).name == "fetalhc":
+                        lines.append((f"k8s {owner}/{c['name']} {kind}", command[1:]))
     return lines
 
 
@@ -270,6 +274,23 @@ def test_every_deployment_runs_the_api_and_guards_a_wide_bind_with_a_token() -> 
             [template] = [t for o, t in pod_templates() if o == owner]
             env = [e["name"] for c in all_containers(template["spec"]) for e in c.get("env", [])]
             assert "FETALHC_API_TOKEN" in env, f"{where}: bound wide without a token"
+
+
+def test_worker_liveness_asks_the_worker_itself() -> None:
+    """A hung worker keeps its metrics port open: each worker's liveness probe is `fetalhc ping-worker`."""
+    probes = 0
+    for owner, template in pod_templates():
+        for c in template["spec"].get("containers", []):
+            argv = fetalhc_argv(c) if is_fetalhc_image(c["image"]) else None
+            if not argv or argv[0] != "worker":
+                continue
+            probe = c.get("livenessProbe") or {}
+            command = probe.get("exec", {}).get("command", [])
+            assert command[:2] == ["fetalhc", "ping-worker"], f"{owner}: liveness does not ping the worker"
+            timeout = float(command[command.index("--timeout") + 1]) if "--timeout" in command else 5.0
+            assert probe.get("timeoutSeconds", 1) > timeout, f"{owner}: the probe times out before the ping does"
+            probes += 1
+    assert probes >= 2
 
 
 def test_k8s_objects_share_the_namespace() -> None:

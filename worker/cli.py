@@ -103,6 +103,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ping_worker(args: argparse.Namespace) -> int:
+    """Exit 0 when this host's worker (or ``--hostname``) answers a ping through the broker, 1 when it
+    does not; an unreachable broker passes (2 with ``--strict``)."""
+    from worker.liveness import ping_worker
+
+    result = ping_worker(get_settings(), args.hostname, args.timeout)
+    if result.alive:
+        print(f"{result.node} answered in {result.seconds:.2f} s")
+        return 0
+    if not result.broker_reachable:
+        print(f"the broker cannot be reached, so {result.node} was not asked; "
+              + ("failing (--strict)" if args.strict else "passing: restarting the worker would not help"),
+              file=sys.stderr)
+        return 2 if args.strict else 0
+    print(f"{result.node} did not answer within {args.timeout:g} s (worker hung, stopped, or broker unreachable)",
+          file=sys.stderr)
+    return 1
+
+
 def cmd_requeue(args: argparse.Namespace) -> int:
     """Queue again the jobs stuck in received/queued/running for longer than --older-than (see worker.sweeper)."""
     from worker.sweeper import sweep
@@ -459,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--hostname", default=None)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("ping-worker", help="liveness probe: does this host's worker answer through the broker?")
+    p.add_argument("--hostname", default=None, help="the worker's --hostname (default: celery@<this host>)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply (default 5)")
+    p.add_argument("--strict", action="store_true", help="fail (exit 2) when the broker cannot be reached")
+    p.set_defaults(func=cmd_ping_worker)
 
     p = sub.add_parser("requeue", help="re-queue jobs stuck in received/queued/running")
     p.add_argument("--stale", action="store_true", help="(the default) only jobs older than --older-than")
