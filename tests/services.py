@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -241,6 +242,8 @@ def running_orthanc(root: Path, http_port: int, dicom_port: int, **config: Any) 
                 try:
                     with urllib.request.urlopen(f"{http}/system", timeout=1):
                         break
+                except urllib.error.HTTPError:  # an answer (401 with authentication on): it is up
+                    break
                 except OSError:
                     assert time.monotonic() < deadline, "Orthanc did not start in 30 s"
                     time.sleep(0.2)

@@ -50,6 +50,9 @@ class Settings:
     ``AE_TITLE``; an SR that could not be sent stays in ``SR_DIR``, else in ``SPOOL_DIR``/sr).
     ``SPOOL_RETENTION_DAYS`` (0: keep for ever): the sweep deletes spool files of jobs finished
     longer ago than this, and older orphans (``worker.spool_retention``).
+    DICOMweb backfill sources that need credentials: ``DICOMWEB_USER`` and ``DICOMWEB_PASSWORD``
+    (HTTP basic) or ``DICOMWEB_TOKEN`` (a bearer token), and ``DICOMWEB_CA_BUNDLE`` (a PEM file of
+    the CA certificates to trust for https; default: the system's). Secrets never appear in a repr.
     """
 
     database_url: str = field(default_factory=lambda: _env("DATABASE_URL", f"sqlite:///{_data_home() / 'fetalhc.db'}"))
@@ -57,7 +60,7 @@ class Settings:
     weights: str | None = field(default_factory=lambda: _env("WEIGHTS", "") or None)
     device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
     spool_dir: Path = field(default_factory=lambda: Path(_env("SPOOL_DIR", str(_data_home() / "spool"))))
-    api_token: str | None = field(default_factory=lambda: _env("API_TOKEN", "") or None)
+    api_token: str | None = field(default_factory=lambda: _env("API_TOKEN", "") or None, repr=False)
     growth_standard: str = field(default_factory=lambda: _env("GROWTH_STANDARD", "intergrowth"))
     batch_size: int = field(default_factory=lambda: int(_env_float("BATCH_SIZE", 8)))
     task_time_limit_s: float = field(default_factory=lambda: _env_float("TASK_TIME_LIMIT", 300.0))
@@ -77,6 +80,11 @@ class Settings:
     sr_dir: Path | None = field(default_factory=lambda: Path(_env("SR_DIR", "")) if _env("SR_DIR", "") else None)
     sr_destination: str | None = field(default_factory=lambda: _env("SR_DESTINATION", "") or None)
     spool_retention_days: float = field(default_factory=lambda: _env_float("SPOOL_RETENTION_DAYS", 0.0))
+    dicomweb_user: str | None = field(default_factory=lambda: _env("DICOMWEB_USER", "") or None)
+    dicomweb_password: str | None = field(default_factory=lambda: _env("DICOMWEB_PASSWORD", "") or None, repr=False)
+    dicomweb_token: str | None = field(default_factory=lambda: _env("DICOMWEB_TOKEN", "") or None, repr=False)
+    dicomweb_ca_bundle: Path | None = field(
+        default_factory=lambda: Path(_env("DICOMWEB_CA_BUNDLE", "")) if _env("DICOMWEB_CA_BUNDLE", "") else None)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -105,6 +113,12 @@ class Settings:
         if not 0 <= self.spool_retention_days < 1e6:  # also refuses nan and inf
             raise ValueError(f"FETALHC_SPOOL_RETENTION_DAYS={self.spool_retention_days}: days a finished scan's "
                              "spool file is kept, at least 0 (0: kept for ever)")
+        if bool(self.dicomweb_user) != bool(self.dicomweb_password):
+            raise ValueError("FETALHC_DICOMWEB_USER and FETALHC_DICOMWEB_PASSWORD go together: set both or neither")
+        if self.dicomweb_token and self.dicomweb_user:
+            raise ValueError("set FETALHC_DICOMWEB_TOKEN or FETALHC_DICOMWEB_USER/PASSWORD, not both")
+        if self.dicomweb_ca_bundle is not None and not self.dicomweb_ca_bundle.is_file():
+            raise ValueError(f"FETALHC_DICOMWEB_CA_BUNDLE={self.dicomweb_ca_bundle} is not a file")
         if self.sr_destination:  # FETALHC_SR_DESTINATION: checked now, not at the first report
             from worker.backfill.dimse import parse_dimse_url
 

@@ -190,3 +190,35 @@ def test_dicomweb_search_failure_is_a_retrieve_error() -> None:
     with pytest.raises(RetrieveError, match="QIDO-RS search failed"):
         list(DicomwebSource("http://pacs/dicom-web", Path("/nonexistent"), client=Down()).candidates(
             None, None, lambda reason: None))
+
+
+def test_dicomweb_credentials_are_checked_and_reach_the_session(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.backfill.dicomweb import dicomweb_session
+    from worker.settings import Settings
+
+    for key in ("USER", "PASSWORD", "TOKEN", "CA_BUNDLE"):
+        monkeypatch.delenv(f"FETALHC_DICOMWEB_{key}", raising=False)
+    plain = dicomweb_session(Settings())
+    assert plain.auth is None and "Authorization" not in plain.headers and plain.verify is True
+
+    monkeypatch.setenv("FETALHC_DICOMWEB_TOKEN", "tok-123")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("FETALHC_DICOMWEB_CA_BUNDLE", str(ca))
+    settings = Settings()
+    session = dicomweb_session(settings)
+    assert session.headers["Authorization"] == "Bearer tok-123" and session.verify == str(ca)
+    assert "tok-123" not in repr(settings)
+
+    monkeypatch.setenv("FETALHC_DICOMWEB_USER", "alice")
+    with pytest.raises(ValueError, match="go together"):
+        Settings()
+    monkeypatch.setenv("FETALHC_DICOMWEB_PASSWORD", "pw")
+    with pytest.raises(ValueError, match="not both"):
+        Settings()
+    monkeypatch.delenv("FETALHC_DICOMWEB_TOKEN")
+    assert dicomweb_session(Settings()).auth == ("alice", "pw")
+    monkeypatch.setenv("FETALHC_DICOMWEB_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="CA_BUNDLE=.*is not a file"):
+        Settings()

@@ -19,9 +19,9 @@ def open_source(spec: str, settings: Settings, retrieve: str = "get", move_ae: s
         ValueError: a malformed DIMSE address.
     """
     if spec.startswith(("http://", "https://")):
-        from worker.backfill.dicomweb import DicomwebSource
+        from worker.backfill.dicomweb import DicomwebSource, dicomweb_session
 
-        return DicomwebSource(spec, settings.spool_dir)
+        return DicomwebSource(spec, settings.spool_dir, session=dicomweb_session(settings))
     if spec.startswith("dimse://") or ("@" in spec and not Path(spec).exists()):
         from worker.backfill.dimse import DimseSource, parse_dimse_url
 

@@ -23,6 +23,7 @@ from worker.backfill.folder import in_range, parse_da
 from worker.backfill.runner import Candidate
 from worker.ingest.intake import is_ultrasound
 from worker.ingest.spool import write_instance
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,36 @@ def _paged(search: Callable[..., list[dict[str, Any]]], *args: Any, **kwargs: An
         try:
             page = search(*args, limit=PAGE, offset=offset, **kwargs)
         except RequestException as exc:
-            raise RetrieveError(f"QIDO-RS search failed: {type(exc).__name__}", reason="search_failed") from exc
+            raise RetrieveError(f"QIDO-RS search failed: {_describe(exc)}", reason="search_failed") from exc
         new = [item for item in page if json.dumps(item, sort_keys=True) not in seen]
         seen.update(json.dumps(item, sort_keys=True) for item in new)
         yield from new
         if len(page) < PAGE or not new:
             return
         offset += len(page)
+
+
+def _describe(exc: Exception) -> str:
+    """An HTTP error's status (with a hint for refused credentials), else the exception's type; never a URL."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return (f"HTTP {status}: the server refused our credentials (FETALHC_DICOMWEB_USER/PASSWORD or "
+                "FETALHC_DICOMWEB_TOKEN)")
+    return f"HTTP {status}" if status else type(exc).__name__
+
+
+def dicomweb_session(settings: Settings) -> Any:
+    """A ``requests`` session with the settings' DICOMweb credentials and CA bundle (none by default)."""
+    import requests
+
+    session = requests.Session()
+    if settings.dicomweb_token:
+        session.headers["Authorization"] = f"Bearer {settings.dicomweb_token}"
+    elif settings.dicomweb_user and settings.dicomweb_password:
+        session.auth = (settings.dicomweb_user, settings.dicomweb_password)
+    if settings.dicomweb_ca_bundle is not None:
+        session.verify = str(settings.dicomweb_ca_bundle)
+    return session
 
 
 def _file_bytes(ds: Dataset) -> bytes:
@@ -75,11 +99,11 @@ def _file_bytes(ds: Dataset) -> bytes:
 class DicomwebSource:
     """A DICOMweb service at ``url`` (its QIDO-RS and WADO-RS root, e.g. ``http://pacs/dicom-web``)."""
 
-    def __init__(self, url: str, spool_dir: Path, client: Any = None) -> None:
+    def __init__(self, url: str, spool_dir: Path, client: Any = None, session: Any = None) -> None:
         if client is None:
             from dicomweb_client.api import DICOMwebClient
 
-            client = DICOMwebClient(url=url.rstrip("/"))
+            client = DICOMwebClient(url=url.rstrip("/"), session=session)
             # Failed requests (refused connections too) are retried with backoff: 0.5 s, 1 s, 2 s.
             client.set_http_retry_params(retry=True, max_attempts=4, wait_exponential_multiplier=250)
         self.client = client
@@ -121,7 +145,7 @@ class DicomwebSource:
         try:
             ds = self.client.retrieve_instance(study_uid, series_uid, candidate.sop_instance_uid)
         except Exception as exc:  # noqa: BLE001 - requests/HTTP errors of any kind: this scan failed
-            raise RetrieveError(f"WADO-RS retrieve failed: {type(exc).__name__}", reason="retrieve_failed") from exc
+            raise RetrieveError(f"WADO-RS retrieve failed: {_describe(exc)}", reason="retrieve_failed") from exc
         if str(ds.get("SOPInstanceUID", "")) != candidate.sop_instance_uid:
             raise RetrieveError("WADO-RS returned a different instance than asked for", reason="wrong_instance")
         return write_instance(self.spool_dir, candidate.sop_instance_uid, _file_bytes(ds))
