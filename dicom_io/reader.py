@@ -30,6 +30,7 @@ from dicom_io.calibration import resolve_calibrations
 from dicom_io.frames import PARSE_ERRORS, FramePlan, frame_count, number_attribute, plan_frames
 from dicom_io.errors import DicomError, UnsupportedImageError
 from dicom_io.scan import Calibration, Scan
+from dicom_io.video import is_video_syntax, iter_video_frames
 
 log = logging.getLogger(__name__)
 
@@ -329,10 +330,16 @@ def check_ultrasound(ds: Dataset, pixels: PixelDataInfo | None = None, located: 
         if pixels.length < needed:
             raise DicomError(f"Pixel Data holds {pixels.length} bytes, the header's {rows}x{cols}x{frames} frames "
                              f"need {needed}", reason="corrupt_dicom")
-    if pixels is not None and pixels.length is None and 0 < pixels.fragments < frames:
+    if pixels is not None and pixels.length is None and 0 < pixels.fragments < frames and not _is_video(ds):
         raise DicomError(f"encapsulated Pixel Data holds {pixels.fragments} fragments for {frames} frames",
                          reason="corrupt_dicom")
     _check_image_type(ds)
+
+
+def _is_video(ds: Dataset) -> bool:
+    """An MPEG-2/H.264/HEVC cine: one stream in any number of fragments, not one fragment a frame."""
+    meta = getattr(ds, "file_meta", None)
+    return meta is not None and is_video_syntax(meta.get("TransferSyntaxUID", ""))
 
 
 def _check_image_type(ds: Dataset) -> None:
@@ -430,7 +437,8 @@ def _decode_error(exc: BaseException, ts: pdu.UID, path: Path) -> DicomError:
     name = ts.name if ts.is_valid else str(ts)
     if isinstance(exc, NotImplementedError) or (str(ts) not in DECODER_PLUGINS and str(ts) not in NATIVE_SYNTAXES):
         return DicomError(f"{path.name}: transfer syntax {name} cannot be decoded by fetalhc's pinned plugins "
-                          f"({exc}); convert it to an uncompressed or JPEG/JPEG-LS/JPEG 2000/RLE syntax",
+                          f"({exc}); convert it to an uncompressed, JPEG/JPEG-LS/JPEG 2000/RLE or "
+                          "MPEG-2/H.264/HEVC syntax",
                           reason="unsupported_transfer_syntax")
     return DicomError(f"{path.name}: pixel data cannot be decoded (transfer syntax {name}, "
                       f"{type(exc).__name__}: {exc})", reason="undecodable_pixels")
@@ -446,6 +454,9 @@ def iter_frames(path: str | Path, header: Header, indices: list[int]) -> Iterato
     path = Path(path)
     ts = header.transfer_syntax
     wanted = sorted(set(indices))
+    if is_video_syntax(ts) and header.pixels is not None:
+        yield from iter_video_frames(path, header.pixels.offset, str(ts), wanted)
+        return
     if str(ts) not in DECODER_PLUGINS and str(ts) not in NATIVE_SYNTAXES:
         raise _decode_error(NotImplementedError("no decoder"), ts, path)
     kwargs: dict[str, object] = {"transfer_syntax_uid": ts}

@@ -50,6 +50,7 @@ class Encoding(str, Enum):
     JPEG_BASELINE = "jpeg_baseline"  # JPEG Baseline (Process 1), YBR_FULL_422, lossy (Pillow)
     JPEG_LS = "jpeg_ls"  # JPEG-LS Lossless (pyjpegls)
     JPEG2000 = "jpeg2000"  # JPEG 2000 Lossless (pylibjpeg-openjpeg)
+    H264 = "h264"  # MPEG-4 AVC/H.264 High Profile / Level 4.1, YBR_PARTIAL_420, lossy (PyAV, libx264)
 
 
 # JPEG baseline as scanners write it: quality ~95, chroma subsampled 4:2:2 (Pillow's subsampling=1).
@@ -174,17 +175,56 @@ def encode_jpeg_baseline(ds: Dataset, quality: int = JPEG_QUALITY) -> None:
         buffer = io.BytesIO()
         Image.fromarray(frame, mode="L").convert("RGB").save(buffer, format="JPEG", quality=quality, subsampling=1)
         streams.append(buffer.getvalue())
+    _set_lossy_colour_pixels(ds, encapsulate(streams), sum(len(s) for s in streams), pdu.JPEGBaseline8Bit,
+                             "YBR_FULL_422", "ISO_10918_1")
+
+
+def _set_lossy_colour_pixels(ds: Dataset, encapsulated: bytes, compressed_bytes: int, syntax: pdu.UID,
+                             photometric: str, method: str) -> None:
+    """Replace a grey dataset's native pixels with lossy 3-sample encapsulated ones, and say so in the header."""
     raw_bytes = len(ds.PixelData) * 3
-    ds.PixelData = encapsulate(streams)
+    ds.PixelData = encapsulated
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    ds.file_meta.TransferSyntaxUID = pdu.JPEGBaseline8Bit
+    ds.file_meta.TransferSyntaxUID = syntax
     ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PhotometricInterpretation = photometric
     ds.PlanarConfiguration = 0
     ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionRatio = f"{raw_bytes / max(sum(len(s) for s in streams), 1):.2f}"[:16]
-    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.LossyImageCompressionRatio = f"{raw_bytes / max(compressed_bytes, 1):.2f}"[:16]
+    ds.LossyImageCompressionMethod = method
+
+
+# A video stream is cut into items of at most this many bytes (PS3.5 A.4: any split is allowed).
+VIDEO_FRAGMENT_BYTES = 1 << 16
+
+
+def encode_h264(ds: Dataset, crf: int = 18) -> None:
+    """Re-encode an 8-bit grey dataset in place as an MPEG-4 AVC/H.264 cine, as scanners export video.
+
+    One elementary stream (libx264, yuv420p; even rows and columns needed) in items of at most
+    ``VIDEO_FRAGMENT_BYTES`` after an empty Basic Offset Table; YBR_PARTIAL_420; (0028,2110) Lossy
+    Image Compression 01.
+    """
+    import av
+
+    frames = _frames(ds)
+    rows, cols = frames[0].shape
+    if rows % 2 or cols % 2:
+        raise ValueError(f"H.264 (4:2:0) needs even rows and columns, not {rows}x{cols}")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = cols, rows, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            rgb = np.repeat(frame[..., None], 3, axis=2)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode(None))
+    video = buffer.getvalue()
+    fragments = max(1, -(-len(video) // VIDEO_FRAGMENT_BYTES))
+    _set_lossy_colour_pixels(ds, encapsulate([video], fragments_per_frame=fragments, has_bot=False), len(video),
+                             pdu.MPEG4HP41, "YBR_PARTIAL_420", "ISO_14496_10")
 
 
 def encode(ds: Dataset, encoding: Encoding | str) -> Dataset:
@@ -199,6 +239,9 @@ def encode(ds: Dataset, encoding: Encoding | str) -> Dataset:
         return ds
     if encoding is Encoding.JPEG_BASELINE:
         encode_jpeg_baseline(ds)
+        return ds
+    if encoding is Encoding.H264:
+        encode_h264(ds)
         return ds
     syntax, plugin, package = {
         Encoding.RLE: (pdu.RLELossless, "pydicom", "pydicom"),
