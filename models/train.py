@@ -130,12 +130,13 @@ class Trainer:
         if cfg.limit:
             cases = cases[: cfg.limit]
         self.train_cases, self.val_cases = split_by_subject(cases, cfg.val_fraction, cfg.seed)
-        extra = [case for folder in cfg.extra_data for case in load_cases(folder)]
+        extra_by_folder = {str(folder): load_cases(folder) for folder in cfg.extra_data}
+        extra = [case for cases in extra_by_folder.values() for case in cases]
         self.out.mkdir(parents=True, exist_ok=True)
         split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
                  "train": sorted(c.name for c in self.train_cases), "val": sorted(c.name for c in self.val_cases)}
         if extra:  # other folders' names can repeat HC18's (test_set reuses 000_HC.png): kept apart
-            split["extra_train"] = {str(folder): sorted(c.name for c in load_cases(folder)) for folder in cfg.extra_data}
+            split["extra_train"] = {folder: sorted(c.name for c in cases) for folder, cases in extra_by_folder.items()}
         (self.out / "split.json").write_text(json.dumps(split, indent=1))
         self.train_cases = self.train_cases + extra
         log.info("split: %d train (%d of them extra) / %d validation images", len(self.train_cases), len(extra),

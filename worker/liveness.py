@@ -10,9 +10,10 @@ help: the probe says so and passes, unless ``strict``. A pool process stuck in a
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
-from celery.utils.nodenames import default_nodename
+from celery.utils.nodenames import default_nodename, host_format
 
 from worker.settings import Settings
 
@@ -29,15 +30,11 @@ class PingResult:
 
 def worker_node(hostname: str | None = None) -> str:
     """Celery's node name for a ``--hostname`` (``%h`` expanded), or this host's default ``celery@HOST``."""
-    from celery.utils.nodenames import host_format
-
     return host_format(default_nodename(hostname), hostname=socket.gethostname())
 
 
 def ping_worker(settings: Settings, hostname: str | None = None, timeout_s: float = 5.0) -> PingResult:
     """Ping one worker node on the settings' broker; ``alive`` only if that node itself replied."""
-    import time
-
     from worker.celery_app import create_app
 
     node = worker_node(hostname)
