@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from monai.transforms import (
     Compose,
     MapTransform,
@@ -32,6 +31,7 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from models.biometry import measure_head
@@ -261,7 +261,8 @@ class Trainer:
             self.best_adf = adf
             meta = {"model_name": f"hc18-{self.arch}", "epoch": epoch + 1, "train_config": _jsonable(asdict(self.cfg)),
                     "validation": metrics, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            save_weights(self.out / "best.pt", self.eval_net, self.arch, self.arch_kwargs, self.cfg.input_size, meta)
+            save_weights(self.out / "best.pt", self.eval_net, self.arch, self.arch_kwargs, self.cfg.input_size,
+                         meta)
             log.info("new best validation ADF %.3f mm at epoch %d", adf, epoch + 1)
 
     def run(self) -> dict[str, float]:

@@ -4,7 +4,8 @@ The TCP probe of the metrics port only shows that the companion process (``worke
 a worker whose main process hangs, or has lost the broker for good, keeps that port open. The
 worker's main process answers a ping from its own event loop, so a reply means it still reads
 from Redis. When Redis itself cannot be reached, the worker is not to blame and a restart would not
-help: the probe says so and passes, unless ``strict``. A pool process stuck in a task is bounded by ``FETALHC_TASK_TIME_LIMIT`` instead.
+help: the probe says so and passes, unless ``strict``. A pool process stuck in a task is bounded by
+``FETALHC_TASK_TIME_LIMIT`` instead.
 """
 
 from __future__ import annotations

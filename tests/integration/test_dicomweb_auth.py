@@ -34,8 +34,8 @@ def locked_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
                          AuthenticationEnabled=True, RegisteredUsers={USER: PASSWORD}) as http:
         scan = tiny_us(root / "scan.dcm", dt.date(2025, 1, 15), seed=3)
         auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        request = urllib.request.Request(f"{http}/instances", data=scan.read_bytes(), method="POST",
-                                         headers={"Content-Type": "application/dicom", "Authorization": f"Basic {auth}"})
+        headers = {"Content-Type": "application/dicom", "Authorization": f"Basic {auth}"}
+        request = urllib.request.Request(f"{http}/instances", data=scan.read_bytes(), method="POST", headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
         yield f"{http}/dicom-web", str(pydicom.dcmread(scan, stop_before_pixels=True).SOPInstanceUID)
