@@ -72,7 +72,7 @@ def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str
     elif status is JobStatus.RUNNING:
         values["started_at"] = now
         values["attempts"] = Job.attempts + 1
-    elif status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.NEEDS_REVIEW):
+    elif status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.NEEDS_REVIEW, JobStatus.NOT_HEAD):
         values["finished_at"] = now
     if reason is not None or status in (JobStatus.DONE, JobStatus.NEEDS_REVIEW, JobStatus.QUEUED, JobStatus.RUNNING):
         values["reason"] = reason
@@ -116,7 +116,7 @@ def count_unfinished_jobs(session: Session, source: str | None = None) -> int:
 
 
 def measured_uids(session: Session, model_version: str, uids: Iterable[str]) -> set[str]:
-    """Which of ``uids`` already have a finished (measured or needs_review) row for this model."""
+    """Which of ``uids`` already have a finished (measured, needs_review or not_head) row for this model."""
     uids = list(uids)
     if not uids:
         return set()
@@ -130,8 +130,12 @@ def measured_uids(session: Session, model_version: str, uids: Iterable[str]) -> 
 def query_measurements(
     session: Session, patient_id: str | None = None, study_uid: str | None = None, status: str | None = None,
     since: dt.date | None = None, until: dt.date | None = None, limit: int | None = None,
+    exclude_statuses: Sequence[str] = (),
 ) -> list[Measurement]:
-    """Measurements filtered by patient, study, status and study date, oldest study first."""
+    """Measurements filtered by patient, study, status and study date, oldest study first.
+
+    ``exclude_statuses``: leave rows of these statuses out (ignored when ``status`` is given).
+    """
     stmt: Select[tuple[Measurement]] = select(Measurement)
     if patient_id:
         stmt = stmt.where(Measurement.patient_id == patient_id)
@@ -139,6 +143,8 @@ def query_measurements(
         stmt = stmt.where(Measurement.study_instance_uid == study_uid)
     if status:
         stmt = stmt.where(Measurement.status == status)
+    elif exclude_statuses:
+        stmt = stmt.where(Measurement.status.not_in(list(exclude_statuses)))
     if since:
         stmt = stmt.where(Measurement.study_date >= since)
     if until:

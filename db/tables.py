@@ -24,22 +24,28 @@ class Base(DeclarativeBase):
 
 
 class JobStatus(str, Enum):
-    """Life of a scan that arrived: received -> queued -> running -> done | failed | needs_review."""
+    """Life of a scan that arrived: received -> queued -> running -> done | needs_review | not_head | failed."""
 
     RECEIVED = "received"
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     NEEDS_REVIEW = "needs_review"
+    NOT_HEAD = "not_head"  # set aside: not a fetal head biometry plane (the head-plane gate refused it)
     FAILED = "failed"
 
 
 class MeasurementStatus(str, Enum):
-    """Outcome stored on a measurement row."""
+    """Outcome stored on a measurement row (``not_head``: no HC, set aside by the head-plane gate)."""
 
     MEASURED = "measured"
     NEEDS_REVIEW = "needs_review"
+    NOT_HEAD = "not_head"
     FAILED = "failed"
+
+
+UNFINISHED_JOB_STATUSES: tuple[JobStatus, ...] = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.RUNNING)
+FINISHED_JOB_STATUSES: tuple[JobStatus, ...] = tuple(s for s in JobStatus if s not in UNFINISHED_JOB_STATUSES)
 
 
 def _now() -> dt.datetime:
@@ -113,6 +119,7 @@ class Measurement(Base):
     ofd_mm: Mapped[float | None] = mapped_column(Float)
     quality: Mapped[float | None] = mapped_column(Float)
     hc_tta_spread_mm: Mapped[float | None] = mapped_column(Float)  # HC spread over test-time flips
+    head_plane_score: Mapped[float | None] = mapped_column(Float)  # the head-plane gate's probability (0..1)
     flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated
 
     ga_days: Mapped[float | None] = mapped_column(Float)  # GA used for the centile

@@ -65,7 +65,7 @@ def _legacy_database(url: str) -> None:
 
 
 def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
-    assert BASELINE == "0001" and head_revision() == "0002"
+    assert BASELINE == "0001" and head_revision() == "0003"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
@@ -209,3 +209,34 @@ def test_cli_db_upgrade_and_current(fetalhc_env: pytest.MonkeyPatch, capsys: pyt
     assert capsys.readouterr().out.strip() == f"database is up to date (schema revision {head_revision()})"
     assert main(["db", "current"]) == 0
     assert capsys.readouterr().out.strip() == f"schema revision {head_revision()} (up to date)"
+
+
+def test_0003_adds_head_plane_score_and_keeps_rows_and_downgrades(empty_url: str) -> None:
+    """From 0002 with a row: the new column reads NULL, a not_head row stores its score; 0002 again drops it."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+        conn.execute(text("INSERT INTO measurements (sop_instance_uid, frame, model_version, status, hc_mm, "
+                          "created_at, updated_at) VALUES ('1.2.9', 1, 'v1', 'measured', 171.5, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    assert "head_plane_score" not in {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
+    dispose_all()
+    assert upgrade(empty_url) == "0003"
+    with session_scope(empty_url) as s:
+        upsert_measurement(s, {**_row("1.2.10"), "status": "not_head", "hc_mm": None, "reason": "not_head_plane",
+                               "head_plane_score": 0.031})
+    with session_scope(empty_url) as s:
+        rows = {m.sop_instance_uid: m for m in s.scalars(select(Measurement))}
+        assert (rows["1.2.9"].hc_mm, rows["1.2.9"].head_plane_score) == (171.5, None)
+        assert (rows["1.2.10"].status, rows["1.2.10"].head_plane_score) == ("not_head", 0.031)
+    assert schema_differences(get_engine(empty_url)) == []
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    columns = {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
+    assert "head_plane_score" not in columns and "hc_mm" in columns
+    with get_engine(empty_url).connect() as conn:
+        assert sorted(conn.execute(text("SELECT sop_instance_uid FROM measurements")).scalars()) == ["1.2.10", "1.2.9"]
