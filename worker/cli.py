@@ -30,9 +30,9 @@ def _print_json(obj: Any) -> None:
 # -- process ---------------------------------------------------------------------------------------------------
 
 OUTPUT_FIELDS = ("path", "sop_instance_uid", "frame", "status", "reason", "detail", "hc_mm", "bpd_mm", "ofd_mm",
-                 "quality", "flags", "spacing_mm_x", "spacing_mm_y", "spacing_source", "ga_days", "ga_source",
-                 "ga_estimate_days", "ga_formula", "hc_z_score", "hc_centile", "growth_standard", "growth_flags",
-                 "centile_reason", "model_name", "model_version", "total_ms")
+                 "quality", "head_plane_score", "flags", "spacing_mm_x", "spacing_mm_y", "spacing_source", "ga_days",
+                 "ga_source", "ga_estimate_days", "ga_formula", "hc_z_score", "hc_centile", "growth_standard",
+                 "growth_flags", "centile_reason", "model_name", "model_version", "total_ms")
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -250,16 +250,17 @@ RESULT_COLUMNS = ("study_date", "patient_id", "sop_instance_uid", "frame", "stat
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    """Print stored measurements (table, --json lines or --csv)."""
+    """Print stored measurements (table, --json lines or --csv); not_head rows only with ``--status not_head``."""
     import csv
 
-    from db import query_measurements, row_dict, session_scope, upgrade
+    from db import MeasurementStatus, query_measurements, row_dict, session_scope, upgrade
 
     settings = get_settings()
     upgrade(settings.database_url)
     with session_scope(settings.database_url) as session:
         rows = [row_dict(r) for r in query_measurements(session, patient_id=args.patient, study_uid=args.study,
-                                                         status=args.status, limit=args.limit)]
+                                                         status=args.status, limit=args.limit,
+                                                         exclude_statuses=(MeasurementStatus.NOT_HEAD.value,))]
     if args.json:
         for row in rows:
             _print_json(row)
@@ -538,7 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("results", help="print stored measurements")
     p.add_argument("--patient", default=None)
     p.add_argument("--study", default=None, help="Study Instance UID")
-    p.add_argument("--status", default=None, choices=("measured", "needs_review", "failed"))
+    p.add_argument("--status", default=None, choices=("measured", "needs_review", "not_head", "failed"),
+                   help="only rows of this status (without it: every status but not_head, the images set aside "
+                        "as not a head plane)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--csv", action="store_true")

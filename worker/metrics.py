@@ -7,7 +7,7 @@ together with values read on each scrape: the depth of the Redis queues (LLEN) a
 table's counts by status.
 
 Exposed:
-    fetalhc_scans_total{status, reason}     scans this worker finished (done | needs_review | failed)
+    fetalhc_scans_total{status, reason}     scans this worker finished (done | needs_review | not_head | failed)
     fetalhc_scan_seconds                    histogram: time to measure and store one scan
     fetalhc_scan_turnaround_seconds         histogram: from job received to result stored
     fetalhc_queue_depth{queue}              messages waiting in Redis (live, backfill)

@@ -2,6 +2,8 @@
 
 Joins the three rooms: ``dicom_io`` reads, ``models`` measures, ``db`` stores. Several files are
 measured together so a GPU sees several scans per forward pass; each file's failure stays its own.
+With the head-plane gate on (``FETALHC_HEAD_PLANE_GATE``), an instance none of whose frames is a head
+biometry plane is set aside as ``not_head`` (no HC, no growth facts), distinct from a failure.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from dicom_io import DicomError, Scan
 from dicom_io.frames import FramePlan
 from dicom_io.reader import open_scans, parse_date, read_dataset
 from models.biometry import Biometry
-from models.errors import FetalHCError, MeasurementError
+from models.errors import FetalHCError, MeasurementError, NotHeadPlane
+from models.head_plane import HeadPlaneGate
 from models.network import pick_device
 from models.segment import measure_images
 from models.weights import LoadedModel, cached_model
 from worker.dating import ga_for_centile, growth_facts
+from worker.gate import gate_for, refusal_detail
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,17 +36,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PipelineContext:
-    """What measuring needs: settings, the loaded model and its device."""
+    """What measuring needs: settings, the loaded model, its device and the head-plane gate (None: off)."""
 
     settings: Settings
     model: LoadedModel
     device: torch.device
+    gate: HeadPlaneGate | None = None
 
 
 def load_context(settings: Settings) -> PipelineContext:
-    """Load (once per process) the model named by the settings on the chosen device."""
+    """Load (once per process) the model and the head-plane gate named by the settings on the chosen device.
+
+    Raises:
+        WeightsError: the model or the gate (unless ``FETALHC_HEAD_PLANE_GATE=off``) cannot be loaded.
+    """
     device = pick_device(settings.device)
-    return PipelineContext(settings, cached_model(settings.weights, str(device)), device)
+    return PipelineContext(settings, cached_model(settings.weights, str(device)), device,
+                           gate_for(settings, str(device)))
 
 
 @dataclass
@@ -53,6 +63,8 @@ class WorkItem:
     job_id: int | None = None
     ga_days_given: float | None = None
     best: tuple[Scan, Biometry] | None = None
+    refused: tuple[Scan, NotHeadPlane] | None = None  # the frame the gate scored highest, when it refused all
+    refused_frames: int = 0
     first_scan: Scan | None = None
     frames: FramePlan | None = None  # the frames read, and why (e.g. a sampled cine)
     error: FetalHCError | None = None
@@ -92,13 +104,17 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
     def flush() -> None:
         t0 = time.perf_counter()
         results = measure_images(ctx.model.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch],
-                                 ctx.model.input_size, ctx.device)
+                                 ctx.model.input_size, ctx.device, gate=ctx.gate)
         share = (time.perf_counter() - t0) * 1000 / len(batch)
         for (item, scan), result in zip(batch, results):
             item.infer_ms += share
             if isinstance(result, Biometry):
                 if item.best is None or result.quality > item.best[1].quality:
                     item.best = (scan, result)
+            elif isinstance(result, NotHeadPlane):
+                item.refused_frames += 1
+                if item.refused is None or result.score > item.refused[1].score:
+                    item.refused = (scan, result)
             elif item.best is None and item.error is None:
                 item.error = result if isinstance(result, FetalHCError) else MeasurementError(
                     f"measurement failed: {type(result).__name__}: {result}", reason="measurement_error")
@@ -110,13 +126,14 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
             flush()
     if batch:
         flush()
-    for item in items:  # a frame that measured wins over an earlier frame's failure
+    for item in items:  # a frame that measured wins over an earlier frame's failure or refusal
         if item.best is not None:
             item.error = None
+            item.refused = None
 
 
 def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
-    scan = item.best[0] if item.best else item.first_scan
+    scan = item.best[0] if item.best else (item.refused[0] if item.refused else item.first_scan)
     row: dict[str, Any] = {
         "path": str(item.path), "job_id": item.job_id, "model_name": ctx.model.model_name,
         "model_version": ctx.model.model_version, "read_ms": round(item.read_ms, 1),
@@ -140,7 +157,7 @@ def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
             "center_x_mm": e.cx, "center_y_mm": e.cy, "semi_axis_a_mm": e.a, "semi_axis_b_mm": e.b,
             "angle_rad": e.angle, "hc_mm": round(bio.hc_mm, 2), "bpd_mm": round(bio.bpd_mm, 2),
             "ofd_mm": round(bio.ofd_mm, 2), "quality": bio.quality, "hc_tta_spread_mm": bio.tta_spread_mm,
-            "flags": ",".join(bio.flags) or None,
+            "head_plane_score": bio.head_plane_score, "flags": ",".join(bio.flags) or None,
             "status": (MeasurementStatus.NEEDS_REVIEW if bio.needs_review else MeasurementStatus.MEASURED).value,
             # Calibration notes (e.g. a region ignored because its bounds exceed the image) and the
             # frames sampled from a cine travel with the row.
@@ -148,6 +165,12 @@ def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
         })
         ga = ga_for_centile(item.ga_days_given, scan.last_menstrual_date, scan.study_date)
         row.update(growth_facts(bio.hc_mm, ga, ctx.settings.growth_standard).columns())
+    elif item.refused is not None:  # set aside: no HC, no growth facts
+        refusal = item.refused[1]
+        also = [f"also: {item.error}"] if item.error is not None else []
+        row.update({"status": MeasurementStatus.NOT_HEAD.value, "reason": refusal.reason,
+                    "head_plane_score": round(refusal.score, 4),
+                    "detail": "; ".join([refusal_detail(refusal, item.refused_frames), *also, *_frame_notes(item)])})
     else:
         error = item.error or MeasurementError("no frame could be measured", reason="no_measurement")
         row.update({"status": MeasurementStatus.FAILED.value, "reason": error.reason,
@@ -212,7 +235,7 @@ def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[dict
                 upsert_measurement(session, row)
             if item.job_id is not None:
                 status = {"measured": JobStatus.DONE, "needs_review": JobStatus.NEEDS_REVIEW,
-                          "failed": JobStatus.FAILED}[row["status"]]
+                          "not_head": JobStatus.NOT_HEAD, "failed": JobStatus.FAILED}[row["status"]]
                 set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
                                sop_instance_uid=row.get("sop_instance_uid"))
 

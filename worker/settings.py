@@ -36,6 +36,10 @@ class Settings:
     ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison),
     ``MAX_FRAMES`` (16: a cine without (0028,6010) Representative Frame Number and more frames than
     this is measured on that many evenly spaced frames, first and last included; 0 measures every frame).
+    ``HEAD_PLANE_GATE`` (on | off | a gate file; on: the shipped ``models/weights/head_plane_gate.pt``):
+    only images the head-plane gate takes for a fetal head biometry plane are measured, the others
+    are set aside as ``not_head``; ``HEAD_PLANE_THRESHOLD`` (0..1; unset: the gate's own operating
+    point) overrides the probability an image needs to pass.
     Ingest and backfill: ``AE_TITLE`` (FETALHC), ``LISTEN_HOST`` (0.0.0.0), ``LISTEN_PORT`` (11112),
     ``ACCEPT_OTHER`` (ignore | refuse: non-ultrasound instances answered Success and dropped, or
     refused at association negotiation), ``WATCH_SETTLE`` (seconds a dropped file must stay
@@ -66,6 +70,9 @@ class Settings:
     task_time_limit_s: float = field(default_factory=lambda: _env_float("TASK_TIME_LIMIT", 300.0))
     max_attempts: int = field(default_factory=lambda: int(_env_float("MAX_ATTEMPTS", 10)))
     max_frames: int = field(default_factory=lambda: int(_env_float("MAX_FRAMES", 16)))
+    head_plane_gate: str = field(default_factory=lambda: _env("HEAD_PLANE_GATE", "on"))
+    head_plane_threshold: float | None = field(
+        default_factory=lambda: _env_float("HEAD_PLANE_THRESHOLD", -1.0) if _env("HEAD_PLANE_THRESHOLD", "") else None)
     ae_title: str = field(default_factory=lambda: _env("AE_TITLE", "FETALHC"))
     listen_host: str = field(default_factory=lambda: _env("LISTEN_HOST", "0.0.0.0"))
     listen_port: int = field(default_factory=lambda: int(_env_float("LISTEN_PORT", 11112)))
@@ -96,6 +103,14 @@ class Settings:
         if self.max_frames < 0:
             raise ValueError(f"FETALHC_MAX_FRAMES={self.max_frames}: frames measured per cine, at least 1 "
                              "(0: every frame)")
+        if self.head_plane_gate.lower() in ("on", "off"):
+            object.__setattr__(self, "head_plane_gate", self.head_plane_gate.lower())
+        elif not Path(self.head_plane_gate).is_file():
+            raise ValueError(f"FETALHC_HEAD_PLANE_GATE={self.head_plane_gate!r}; choose one of: on, off, "
+                             "or the path of a gate file")
+        if self.head_plane_threshold is not None and not 0.0 <= self.head_plane_threshold <= 1.0:
+            raise ValueError(f"FETALHC_HEAD_PLANE_THRESHOLD={self.head_plane_threshold}: a probability from 0 to 1 "
+                             "(unset: the gate's own threshold)")
         if self.accept_other not in ("ignore", "refuse"):
             raise ValueError(f"FETALHC_ACCEPT_OTHER={self.accept_other!r}; choose one of: ignore, refuse")
         if not 0 < len(self.ae_title) <= 16:

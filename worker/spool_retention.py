@@ -3,7 +3,7 @@
 Off by default (``FETALHC_SPOOL_RETENTION_DAYS`` = 0 keeps every scan): deleting patient data is
 opted into. What ``prune_spool`` deletes, walking the spool folder (symlinks never followed):
 
-- a file of jobs that are all finished (done, needs_review, failed) more than ``older_than`` ago,
+- a file of jobs that are all finished (done, needs_review, not_head, failed) more than ``older_than`` ago,
   the file itself unchanged for as long (an instance sent again is written anew, before its new
   job row exists: its fresh file is kept). The jobs keep their status and reason; their ``detail``
   gains ``spool file pruned YYYY-MM-DD``. A pruned job run again fails as ``missing_file``.
@@ -50,7 +50,7 @@ ORPHAN_MARGIN = dt.timedelta(days=1)
 BATCH = 500
 KEEP_FOLDERS = ("api",)  # top-level folders others create on demand: removing them races their writers
 TEMP_SUFFIXES = (".tmp", ".part")
-_FINISHED = (JobStatus.DONE.value, JobStatus.NEEDS_REVIEW.value, JobStatus.FAILED.value)
+_FINISHED = (JobStatus.DONE.value, JobStatus.NEEDS_REVIEW.value, JobStatus.NOT_HEAD.value, JobStatus.FAILED.value)
 
 
 @dataclass

@@ -36,10 +36,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError, RedisConnectionError, RedisTimeoutError,
     KombuOperationalError, ConnectionError, TimeoutError)
 MAX_RETRIES = 8  # backoff 2, 4, 8, ... 60 s (full jitter): a few minutes of outage before giving up
-_FINISHED = (JobStatus.DONE.value, JobStatus.NEEDS_REVIEW.value, JobStatus.FAILED.value)
+_FINISHED = (JobStatus.DONE.value, JobStatus.NEEDS_REVIEW.value, JobStatus.NOT_HEAD.value, JobStatus.FAILED.value)
 _UNFINISHED = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.RUNNING)
 _JOB_STATUS = {"measured": JobStatus.DONE.value, "needs_review": JobStatus.NEEDS_REVIEW.value,
-               "failed": JobStatus.FAILED.value}
+               "not_head": JobStatus.NOT_HEAD.value, "failed": JobStatus.FAILED.value}
 
 
 class TransientError(FetalHCError):

@@ -55,6 +55,7 @@ dt { color:var(--muted); } dd { margin:0; overflow-wrap:anywhere; }
         margin:0 4px 2px 0; font-size:12px; font-weight:600; }
 .error { border-left:4px solid var(--bad); background:#fdf0ef; padding:10px 12px; border-radius:4px; margin-bottom:12px; }
 .error code { font-weight:700; }
+.notice { border-left:4px solid var(--muted); background:#f1f3f6; padding:10px 12px; border-radius:4px; margin-bottom:12px; }
 .empty { color:var(--muted); padding:28px 0; text-align:center; }
 .empty:empty { display:none; }
 table { width:100%; border-collapse:collapse; font-size:13.5px; }
@@ -91,8 +92,13 @@ function gaText(days) {
   return weeks + "+" + rest + " wk";
 }
 function statusClass(status) {
+  if (status === "not_head") return "muted";
   return status === "measured" ? "ok" : (status === "needs_review" ? "warn" : "bad");
 }
+function statusText(status) {
+  return status === "not_head" ? "not a head plane" : status.replace("_", " ");
+}
+function scoreText(v) { return (v === null || v === undefined) ? "-" : Number(v).toFixed(3); }
 function fileKind(file) {
   const name = file.name.toLowerCase();
   if (file.type === "image/png" || name.endsWith(".png")) return "image/png";
@@ -143,13 +149,21 @@ function renderResult(res) {
   box.replaceChildren();
   $("result-card").classList.remove("hidden");
   $("result-placeholder").classList.add("hidden");
-  const status = el("span", res.status.replace("_", " "), "pill " + statusClass(res.status));
+  const status = el("span", statusText(res.status), "pill " + statusClass(res.status));
   $("result-status").replaceChildren(status);
   if (res.status === "failed") {
     const err = el("div", null, "error");
     err.appendChild(el("code", res.reason || "failed"));
     err.appendChild(document.createTextNode(": " + (res.message || "the scan could not be measured")));
     box.appendChild(err);
+  }
+  if (res.status === "not_head") {
+    const note = el("div", null, "notice");
+    note.appendChild(el("b", "not a head plane"));
+    note.appendChild(document.createTextNode(" (head-plane score " + scoreText(res.head_plane_score) + "): "
+      + "no HC is measured on an image that is not a fetal head biometry plane."));
+    if (res.message) note.appendChild(el("div", res.message, "hint"));
+    box.appendChild(note);
   }
   const grid = el("div", null, "result");
   const left = el("div");
@@ -170,12 +184,14 @@ function renderResult(res) {
     m.appendChild(el("b", mm(value)));
     metrics.appendChild(m);
   }
-  right.appendChild(metrics);
+  if (res.status !== "not_head") right.appendChild(metrics);
   const dl = el("dl");
+  if (res.head_plane_score !== null && res.head_plane_score !== undefined)
+    dlRow(dl, "Head-plane score", scoreText(res.head_plane_score));
   dlRow(dl, "Quality", res.quality === null || res.quality === undefined ? "-" : Number(res.quality).toFixed(2));
   const flags = el("span");
   if (res.flags && res.flags.length) res.flags.forEach((f) => flags.appendChild(el("span", f.replace(/_/g, " "), "chip")));
-  else flags.textContent = res.status === "failed" ? "-" : "none";
+  else flags.textContent = (res.status === "failed" || res.status === "not_head") ? "-" : "none";
   dlRow(dl, "Flags", flags);
   const sp = res.spacing || {};
   dlRow(dl, "Spacing", sp.x_mm ? Number(sp.x_mm).toFixed(3) + " \u00d7 " + Number(sp.y_mm).toFixed(3) + " mm/px (" + sp.source + ")" : "-");
@@ -269,7 +285,7 @@ async function loadResults() {
                      [gaText(row.ga_days)], [row.hc_centile === null ? "-" : Number(row.hc_centile).toFixed(1), "num"]];
       for (const [text, cls] of cells) tr.appendChild(el("td", text, cls));
       const st = el("td");
-      st.appendChild(el("span", row.status.replace("_", " "), "pill " + statusClass(row.status)));
+      st.appendChild(el("span", statusText(row.status), "pill " + statusClass(row.status)));
       tr.appendChild(st);
       tr.appendChild(el("td", row.flags ? row.flags.replace(/,/g, ", ") : (row.reason || "")));
       body.appendChild(tr);

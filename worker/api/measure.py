@@ -20,7 +20,7 @@ log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI s
 
 
 def _overlay_data_url(item: WorkItem, row: dict[str, Any]) -> str | None:
-    """The measured frame with the fitted ellipse (or the image alone when no head was measured)."""
+    """The measured frame with the fitted ellipse (or the image alone when no head was measured or it is no head)."""
     from models.evaluate.plots import overlay_png
 
     if item.best is not None:
@@ -28,6 +28,9 @@ def _overlay_data_url(item: WorkItem, row: dict[str, Any]) -> str | None:
         caption = (f"HC {bio.hc_mm:.1f} mm   BPD {bio.bpd_mm:.1f} mm   OFD {bio.ofd_mm:.1f} mm   "
                    f"quality {bio.quality:.2f}")
         image, ellipse = scan.pixels, bio.ellipse_px
+    elif item.refused is not None:
+        scan, refusal = item.refused
+        image, ellipse, caption = scan.pixels, None, f"not a head plane (head-plane score {refusal.score:.3f})"
     elif item.first_scan is not None:
         image, ellipse, caption = item.first_scan.pixels, None, f"not measured: {row.get('reason')}"
     else:
@@ -57,7 +60,8 @@ def measure_body(row: dict[str, Any], item: WorkItem, upload: Upload, overlay: s
     return {
         "status": row["status"], "reason": row.get("reason"), "message": row.get("detail"),
         "hc_mm": row.get("hc_mm"), "bpd_mm": row.get("bpd_mm"), "ofd_mm": row.get("ofd_mm"),
-        "quality": row.get("quality"), "flags": _split(row.get("flags")),
+        "quality": row.get("quality"), "head_plane_score": row.get("head_plane_score"),
+        "flags": _split(row.get("flags")),
         "hc_tta_spread_mm": row.get("hc_tta_spread_mm"),
         "ellipse": ellipse,
         "spacing": {"x_mm": row.get("spacing_mm_x"), "y_mm": row.get("spacing_mm_y"),

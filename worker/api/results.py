@@ -1,4 +1,8 @@
-"""The stored-data handlers: results as JSON or CSV (with their filters), one job, counts by status."""
+"""The stored-data handlers: results as JSON or CSV (with their filters), one job, counts by status.
+
+Rows set aside as ``not_head`` (not a head biometry plane) are left out of the results unless
+``status=not_head`` asks for them; the stats count them.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ RESULTS_LIMIT_MAX = 10_000
 ORDERS = ("study_date", "newest")
 # Spreadsheet programs run cells that start with these as formulas (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+HIDDEN_UNLESS_ASKED = (MeasurementStatus.NOT_HEAD.value,)  # statuses left out of results without ?status=
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ def _filtered(stmt: Select[tuple[Measurement]], f: ResultFilters) -> Select[tupl
         stmt = stmt.where(Measurement.study_instance_uid == f.study_uid)
     if f.status:
         stmt = stmt.where(Measurement.status == f.status)
+    else:
+        stmt = stmt.where(Measurement.status.not_in(HIDDEN_UNLESS_ASKED))
     if f.since:
         stmt = stmt.where(Measurement.study_date >= f.since)
     if f.until:
@@ -105,7 +112,8 @@ def fetch_rows(app: ApiApp, query: dict[str, str], default_limit: int | None) ->
     with session_scope(app.settings.database_url) as session:
         if order == "study_date":
             rows = query_measurements(session, patient_id=filters.patient_id, study_uid=filters.study_uid,
-                                      status=filters.status, since=filters.since, until=filters.until, limit=limit)
+                                      status=filters.status, since=filters.since, until=filters.until, limit=limit,
+                                      exclude_statuses=HIDDEN_UNLESS_ASKED)
         else:  # newest: the last measured first (for the page's "latest results")
             stmt = _filtered(select(Measurement), filters).order_by(Measurement.updated_at.desc(),
                                                                      Measurement.id.desc())
