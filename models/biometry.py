@@ -40,6 +40,7 @@ class Biometry:
     quality: float
     flags: tuple[str, ...] = field(default_factory=tuple)
     tta_spread_mm: float | None = None  # max - min HC over test-time flips (set by models.segment)
+    head_plane_score: float | None = None  # the head-plane gate's probability (set by models.segment)
 
     @property
     def needs_review(self) -> bool:

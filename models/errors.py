@@ -37,3 +37,18 @@ class WeightsError(FetalHCError):
     """Model weights are missing, unreadable or do not match the network they claim."""
 
     reason = "weights"
+
+
+class NotHeadPlane(MeasurementError):
+    """The image is not a fetal head biometry plane (the head-plane gate refused it): set aside, not failed.
+
+    ``score``: the gate's probability that it is a head plane; ``threshold``: the gate's operating point.
+    """
+
+    reason = "not_head_plane"
+
+    def __init__(self, message: str, reason: str | None = None, score: float = 0.0, threshold: float = 0.0) -> None:
+        super().__init__(message, reason)
+        self.args = (message, reason, score, threshold)
+        self.score = float(score)
+        self.threshold = float(threshold)

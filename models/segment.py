@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from models.biometry import Biometry, measure_head
-from models.errors import MeasurementError
+from models.errors import MeasurementError, NotHeadPlane
+from models.head_plane import HeadPlaneGate
 from models.preprocess import logits_to_full_size, prepare_input, to_unit_float
 
 # Below this standard deviation (on a 0..1 scale) an image holds no echo pattern to segment.
@@ -99,11 +100,13 @@ def with_agreement(bio: Biometry, members: Sequence[np.ndarray], spacing: tuple[
 
 def measure_images(
     net: nn.Module, images: Sequence[np.ndarray], spacings_mm: Sequence[tuple[float, float]],
-    input_size: tuple[int, int], device: torch.device | str = "cpu",
+    input_size: tuple[int, int], device: torch.device | str = "cpu", gate: HeadPlaneGate | None = None,
 ) -> list[Biometry | Exception]:
     """Segment and measure a batch; each item is a Biometry or the error that image raised.
 
-    Blank images (no contrast) are refused before the network sees them.
+    Blank images (no contrast) are refused before the network sees them. With a ``gate``, an image
+    it refuses becomes ``NotHeadPlane`` (whether or not an ellipse was found), and a measured one
+    carries the gate's probability as ``head_plane_score``.
     """
     results: list[Biometry | Exception | None] = [None] * len(images)
     todo = []
@@ -122,4 +125,21 @@ def measure_images(
             results[i] = bio
         except Exception as exc:  # noqa: BLE001 - returned per image, raised by the caller
             results[i] = exc
+    if gate is not None and todo:
+        _apply_gate(gate, results, images, todo)
     return [r for r in results if r is not None]
+
+
+def _apply_gate(gate: HeadPlaneGate, results: list[Biometry | Exception | None], images: Sequence[np.ndarray],
+                todo: Sequence[int]) -> None:
+    """Replace each refused image's result by ``NotHeadPlane``; note the score on the measured ones."""
+    ellipses = [r.ellipse_px if isinstance(r, Biometry) else None for r in (results[i] for i in todo)]
+    verdicts = gate.verdicts([images[i] for i in todo], ellipses)
+    for i, verdict in zip(todo, verdicts):
+        result = results[i]
+        if not verdict.is_head:
+            results[i] = NotHeadPlane(f"not a fetal head biometry plane (head-plane score {verdict.probability:.3f} "
+                                      f"< {verdict.threshold:.3f})", score=verdict.probability,
+                                      threshold=verdict.threshold)
+        elif isinstance(result, Biometry):
+            results[i] = dataclasses.replace(result, head_plane_score=round(verdict.probability, 4))

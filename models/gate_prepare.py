@@ -1,0 +1,108 @@
+"""Read every gate image once: the made negatives made, the skull ellipse fitted, features and thumbnails kept.
+
+The ellipse is the one the pipeline would fit (the shipped segmentation network, one pass without
+flips for speed); the result is cached in one ``.npz`` so that training runs again in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.biometry import measure_head
+from models.ellipse import Ellipse
+from models.errors import MeasurementError
+from models.gate_data import GateItem
+from models.gate_synth import make_view, ring_phantom
+from models.hc18 import Case
+from models.plane_net import INPUT_SIZE, letterbox
+from models.segment import segment_images
+from models.skull_echo import FEATURES, skull_features
+from models.weights import LoadedModel
+
+log = logging.getLogger(__name__)
+THUMB_ZOOM = 1.5  # thumbnails kept larger than the network input, for crops and zooms in training
+
+
+@dataclass
+class Prepared:
+    """Arrays over items: ``features`` (n, len(FEATURES)), ``thumbs`` (n, rows, cols) uint8,
+    ``centres`` (n, 2) the fitted ellipse centre as a fraction of the thumbnail (NaN: none)."""
+
+    keys: list[str]
+    features: np.ndarray
+    thumbs: np.ndarray
+    centres: np.ndarray
+
+    def save(self, path: Path) -> None:
+        """Write the cache."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, keys=np.array(self.keys), features=self.features, thumbs=self.thumbs,
+                            centres=self.centres, feature_names=np.array(FEATURES))
+
+    @classmethod
+    def load(cls, path: Path) -> Prepared:
+        """Read a cache written by ``save``; refuses one made with other features."""
+        blob = np.load(path)
+        if tuple(blob["feature_names"]) != FEATURES:
+            raise ValueError(f"{path} holds other features; delete it to prepare again")
+        return cls(list(blob["keys"]), blob["features"], blob["thumbs"], blob["centres"])
+
+
+def item_image(item: GateItem) -> np.ndarray:
+    """The item's grey pixels; a made negative is made from its HC18 image and reference ellipse."""
+    if item.made in ("phantom_head", "phantom_ringless"):
+        return ring_phantom(zlib.crc32(item.key.encode()), ring=item.made == "phantom_head")[0]
+    image = item.load()
+    if item.made is None:
+        return image
+    ellipse = Case(item.path, item.pixel_size_mm or 0.1, None).reference_ellipse_px()
+    return make_view(item.made, image, ellipse, seed=zlib.crc32(item.key.encode()))
+
+
+def fitted_ellipse(model: LoadedModel, image: np.ndarray) -> Ellipse | None:
+    """The skull ellipse the segmentation network finds (pixels), or None."""
+    prob = segment_images(model.net, [image], model.input_size, "cpu", flips=((),))[0]
+    try:
+        return measure_head(prob, 1.0, 1.0).ellipse_px
+    except MeasurementError:
+        return None
+
+
+def prepare(items: Sequence[GateItem], model: LoadedModel, cached: Prepared | None = None) -> Prepared:
+    """Features, thumbnails and ellipse centres of every item (taken from ``cached`` where it has them)."""
+    size = (round(INPUT_SIZE[0] * THUMB_ZOOM), round(INPUT_SIZE[1] * THUMB_ZOOM))
+    feats, thumbs, centres = [], [], []
+    known = {k: i for i, k in enumerate(cached.keys)} if cached is not None else {}
+    torch.set_grad_enabled(False)
+    for item in tqdm(items, desc="gate images", mininterval=10):
+        if item.key in known and cached is not None:
+            j = known[item.key]
+            feats.append(cached.features[j])
+            thumbs.append(cached.thumbs[j])
+            centres.append(tuple(cached.centres[j]))
+            continue
+        image = item_image(item)
+        ellipse = fitted_ellipse(model, image)
+        feats.append(skull_features(image, ellipse))
+        thumb = letterbox(image, size)[0].numpy()
+        thumbs.append((thumb * 255).round().astype(np.uint8))
+        centres.append(_centre_fraction(image.shape, size, ellipse))
+    return Prepared([i.key for i in items], np.stack(feats), np.stack(thumbs), np.array(centres, np.float32))
+
+
+def _centre_fraction(shape: tuple[int, int], size: tuple[int, int], e: Ellipse | None) -> tuple[float, float]:
+    """Where the ellipse centre falls in the letterboxed thumbnail, as (x, y) fractions."""
+    if e is None:
+        return (float("nan"), float("nan"))
+    h, w = shape
+    scale = min(size[0] / h, size[1] / w)
+    r0, c0 = (size[0] - h * scale) / 2, (size[1] - w * scale) / 2
+    return ((c0 + e.cx * scale) / size[1], (r0 + e.cy * scale) / size[0])
