@@ -384,3 +384,102 @@ def test_a_database_at_an_unknown_schema_revision_is_503_not_500(
         status, body = call_json(base + "/api/results")
     assert status == 503 and body["reason"] == "schema_mismatch"
     assert "9999_from_the_future" in body["message"]
+
+
+# -- head-plane gate: not_head ---------------------------------------------------------------------------------------
+
+def test_measure_a_non_head_answers_200_not_head_and_results_leave_it_out_unless_asked(
+        fetalhc_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.worker.gate_support import OTHER_SCORE, ShapeGate, head_scan, other_scan, use_gate
+
+    use_gate(fetalhc_env, ShapeGate())  # a test gate: refuses the "other" image's shape, passes the head
+    with running() as api:
+        status, body = post(api + "/api/measure?store=1&ga_days=150",
+                             other_scan(tmp_path / "other.dcm", patient_id="P-NOT-HEAD").read_bytes())
+        head_status, head = post(api + "/api/measure?store=1", head_scan(tmp_path / "head.dcm").read_bytes())
+
+        assert status == 200, body
+        assert (body["status"], body["reason"], body["head_plane_score"]) == ("not_head", "not_head_plane",
+                                                                              OTHER_SCORE)
+        assert body["message"] == "not a head plane: head-plane score 0.031 < 0.412"
+        for key in ("hc_mm", "bpd_mm", "ofd_mm", "quality", "ellipse"):
+            assert body[key] is None, key
+        assert body["ga"]["hc_centile"] is None and body["ga"]["estimate_days"] is None
+        assert_png_data_url(body["overlay_png"])  # the image, without an ellipse
+        assert body["stored"] is True
+        assert head_status == 200 and head["status"] in ("measured", "needs_review")
+        assert head["head_plane_score"] == 0.93
+
+        assert [r["patient_id"] for r in call_json(api + "/api/results")[1]] == ["P-HEAD"]
+        assert [r["patient_id"] for r in call_json(api + "/api/results?order=newest")[1]] == ["P-HEAD"]
+        hidden = call_json(api + "/api/results?status=not_head")[1]
+        assert [(r["patient_id"], r["status"], r["head_plane_score"]) for r in hidden] == [
+            ("P-NOT-HEAD", "not_head", OTHER_SCORE)]
+        assert [r["patient_id"] for r in call_json(api + "/api/results?status=not_head&order=newest")[1]] == [
+            "P-NOT-HEAD"]
+        csv_rows = list(csv.DictReader(io.StringIO(call(api + "/api/results.csv")[2].decode())))
+        assert [r["patient_id"] for r in csv_rows] == ["P-HEAD"] and "head_plane_score" in csv_rows[0]
+        csv_rows = list(csv.DictReader(io.StringIO(call(api + "/api/results.csv?status=not_head")[2].decode())))
+        assert [r["status"] for r in csv_rows] == ["not_head"]
+        assert call_json(api + f"/api/jobs/{body['job_id']}")[1]["status"] == "not_head"
+        stats = call_json(api + "/api/stats")[1]
+        assert stats["jobs"]["not_head"] == 1 and stats["measurements"]["not_head"] == 1
+
+
+_PAGE_HARNESS = r"""
+// A minimal DOM for the page's script: enough to call renderResult and read what it shows.
+class Node {
+  constructor(tag) { this.tag = tag; this.children = []; this._text = ""; this.className = ""; this.value = "";
+    this.classList = { add() {}, remove() {}, toggle() {} }; this.required = false; }
+  appendChild(c) { this.children.push(c); return c; }
+  replaceChildren(...c) { this.children = c; }
+  addEventListener() {}
+  set textContent(t) { this._text = String(t); this.children = []; }
+  get textContent() { return this._text + this.children.map((c) => c.textContent).join(""); }
+}
+const nodes = {};
+global.Node = Node;
+global.document = { getElementById: (id) => nodes[id] || (nodes[id] = new Node("div")),
+  createElement: (tag) => new Node(tag), createTextNode: (t) => { const n = new Node("#text"); n._text = t; return n; },
+  body: new Node("body") };
+global.sessionStorage = { getItem: () => null, setItem() {} };
+global.fetch = () => new Promise(() => {});
+const script = require("fs").readFileSync(process.argv[2], "utf8");
+eval(script + "\nglobal.renderResult = renderResult;");
+renderResult(JSON.parse(process.argv[3]));
+console.log(JSON.stringify({ status: nodes["result-status"].textContent, result: nodes["result"].textContent }));
+"""
+
+
+def _render(tmp_path: Path, answer: dict[str, Any]) -> dict[str, str]:
+    """What the page shows for one /api/measure answer (its own script run in node with a tiny DOM)."""
+    import shutil
+    import subprocess
+
+    from worker.webpage import _JS
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("node is not installed: the page's script cannot be run here")
+    (tmp_path / "page.js").write_text(_JS)
+    (tmp_path / "harness.js").write_text(_PAGE_HARNESS)
+    out = subprocess.run([node, str(tmp_path / "harness.js"), str(tmp_path / "page.js"), json.dumps(answer)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return json.loads(out)
+
+
+def test_the_page_shows_not_a_head_plane_with_the_score_instead_of_hc(tmp_path: Path) -> None:
+    shown = _render(tmp_path, {"status": "not_head", "reason": "not_head_plane", "head_plane_score": 0.031,
+                               "message": "not a head plane: head-plane score 0.031 < 0.412", "hc_mm": None,
+                               "flags": [], "spacing": {"x_mm": 0.2, "y_mm": 0.2, "source": "us_region"},
+                               "ga": {}, "scan": {}, "model": {}, "stored": False, "overlay_png": None})
+    assert shown["status"] == "not a head plane"
+    assert "not a head plane (head-plane score 0.031)" in shown["result"]
+    assert "HC (mm)" not in shown["result"] and "GA from HC" not in shown["result"]
+
+    measured = _render(tmp_path, {"status": "measured", "hc_mm": 181.2, "bpd_mm": 50.0, "ofd_mm": 60.0,
+                                  "quality": 0.9, "head_plane_score": 0.97, "flags": [], "spacing": {},
+                                  "ga": {"days": None}, "scan": {}, "model": {}, "stored": False})
+    assert measured["status"] == "measured"
+    assert "HC (mm)181.2" in measured["result"] and "Head-plane score0.970" in measured["result"]
+    assert "not a head plane" not in measured["result"]
