@@ -376,14 +376,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from worker.pipeline import WorkItem, load_context, measure_items
 
     hc18 = find_hc18(args.hc18)
-    print("HC18 data: " + (str(hc18) if hc18 else "not found (../shared/hc18): synthetic phantoms only"))
+    print("samples: the real scans shipped in worker/demo_samples (HC18 heads, two images that are not head "
+          "planes) and synthetic phantoms; HC18 data: "
+          + (f"{hc18} (more held-out images)" if hc18 else "not found (../shared/hc18), none added"))
     samples = write_samples(out / "scans", hc18)
     upgrade(settings.database_url)
     ctx = load_context(settings)
     with session_scope(settings.database_url) as session:
         job_ids = [create_job(session, str(s.path), "demo") for s in samples]
     rows = measure_items(ctx, [WorkItem(s.path, j) for s, j in zip(samples, job_ids)])
-    print(f"model {ctx.model.model_name} {ctx.model.model_version[:12]} on {ctx.device}; "
+    gate = "off" if ctx.gate is None else f"on (threshold {ctx.gate.threshold:.3f})"
+    print(f"model {ctx.model.model_name} {ctx.model.model_version[:12]} on {ctx.device}; head-plane gate {gate}; "
           f"results in {settings.database_url}")
     print(format_report(samples, rows))
     return 0
