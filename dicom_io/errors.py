@@ -21,3 +21,19 @@ class UnsupportedImageError(DicomError):
     """A readable DICOM that is not a measurable B-mode ultrasound image (CT, SR, Doppler...)."""
 
     reason = "unsupported_image"
+
+
+class PixelHeaderMismatch(DicomError):
+    """The pixel data says other dimensions than the image header (a compressed frame's SOF/SIZ marker,
+    a video stream's frame size, a deflated dataset that inflates past what its header needs).
+
+    Refused before decoding: a frame header that claims more pixels is how a decompression bomb works.
+    """
+
+    reason = "pixel_header_mismatch"
+
+
+class DecodeBudgetError(UnsupportedImageError):
+    """Decoding this scan would need more memory than ``FETALHC_MAX_SCAN_MB`` allows (from its declared size)."""
+
+    reason = "over_memory_budget"

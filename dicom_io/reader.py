@@ -7,7 +7,8 @@ never sits decoded in memory; a cine without (0028,6010) Representative Frame Nu
 
 ``missing_file`` ``not_dicom`` ``truncated`` ``corrupt_dicom`` ``not_ultrasound`` ``no_pixel_data``
 ``absurd_dimensions`` ``unsupported_pixels`` ``doppler_only`` ``uncalibrated``
-``unsupported_transfer_syntax`` ``undecodable_pixels`` ``no_such_frame``.
+``unsupported_transfer_syntax`` ``undecodable_pixels`` ``no_such_frame``, and from the decoder bounds
+(``dicom_io.bounds``, ``dicom_io.deflate``) ``pixel_header_mismatch`` ``over_memory_budget``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from typing import BinaryIO
 import numpy as np
 import pydicom
 from pydicom import uid as pdu
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info  # the file meta alone: no inflate of a deflated dataset
 
+from dicom_io.bounds import FrameGeometry, check_budget, check_frame, current_budget
 from dicom_io.calibration import resolve_calibrations
+from dicom_io.deflate import read_deflated, read_deflated_header
 from dicom_io.frames import PARSE_ERRORS, FramePlan, frame_count, number_attribute, plan_frames
 from dicom_io.errors import DicomError, UnsupportedImageError
 from dicom_io.scan import Calibration, Scan
@@ -113,9 +117,12 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> Dataset:
     """
     path = Path(path)
     size = _check_file(path)
-    if stop_before_pixels:
-        with open(path, "rb") as f:
+    with open(path, "rb") as f:
+        if stop_before_pixels:
             return _parse(f, path, size)
+        meta = _deflated_meta(f, path)
+        if meta is not None:
+            return read_deflated(f, meta, path.name)
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError as exc:
@@ -123,6 +130,38 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> Dataset:
     except PARSE_ERRORS as exc:
         raise DicomError(f"{path.name} cannot be parsed as DICOM ({type(exc).__name__}: {exc})",
                          reason="corrupt_dicom") from exc
+
+
+def read_sop_identity(source: str | Path | bytes) -> tuple[str, str]:
+    """(0008,0016) SOP Class UID and (0008,0018) SOP Instance UID of a DICOM file (a path, or its bytes).
+
+    Reads no further than group 0008 (a deflated file: at most ``dicom_io.deflate.HEADER_BYTES``
+    inflated), so a huge or hostile instance costs nothing here.
+
+    Raises:
+        DicomError: ``not_dicom``, ``corrupt_dicom``, ``truncated``.
+    """
+    import io
+
+    name = Path(source).name if not isinstance(source, bytes) else "data set"
+    f: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    try:
+        meta = _deflated_meta(f, Path(name))
+        if meta is not None:
+            ds = read_deflated_header(f, meta, name).dataset
+        else:
+            f.seek(0)
+            ds = pydicom.filereader.read_partial(f, stop_when=lambda tag, vr, length: tag.group > 0x0008)
+        return _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
+    except InvalidDicomError as exc:
+        raise DicomError(f"{name} is not a DICOM file: {exc}", reason="not_dicom") from exc
+    except DicomError:
+        raise
+    except PARSE_ERRORS as exc:
+        raise DicomError(f"{name} cannot be parsed as DICOM ({type(exc).__name__}: {exc})",
+                         reason="corrupt_dicom") from exc
+    finally:
+        f.close()
 
 
 def _check_file(path: Path) -> int:
@@ -147,6 +186,10 @@ def _parse(f: BinaryIO, path: Path, size: int) -> Dataset:
             raise DicomError(f"{path.name} is not a DICOM file: no 'DICM' prefix at byte 128 and no DICOM "
                              "tag at its start", reason="not_dicom")
         force = True  # an old file written without the preamble: parse the dataset that is there
+    meta = None if force else _deflated_meta(f, path)
+    if meta is not None:  # pydicom would inflate the whole file first: a bounded inflate instead
+        return read_deflated_header(f, meta, path.name).dataset
+    f.seek(0)
     try:
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=force)
     except InvalidDicomError as exc:
@@ -162,6 +205,17 @@ def _parse(f: BinaryIO, path: Path, size: int) -> Dataset:
         raise DicomError(f"{path.name} is not a DICOM file: no 'DICM' prefix and no image attributes",
                          reason="not_dicom")
     return ds
+
+
+def _deflated_meta(f: BinaryIO, path: Path) -> FileMetaDataset | None:
+    """The file meta of a deflated file (``f`` then at its dataset); None for any other transfer syntax."""
+    try:
+        f.seek(132)
+        meta = _read_file_meta_info(f)
+        ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ")
+    except PARSE_ERRORS:
+        return None  # pydicom's own parse reports what is wrong with it
+    return meta if ts == pdu.DeflatedExplicitVRLittleEndian else None
 
 
 def _transfer_syntax(ds: Dataset) -> pdu.UID:
@@ -245,11 +299,15 @@ def _locate_pixels(f: BinaryIO, ts: pdu.UID, path: Path, size: int) -> PixelData
                                 reason="absurd_dimensions")
 
 
-def read_header(path: str | Path) -> Header:
+def read_header(path: str | Path, max_scan_bytes: int | None = None) -> Header:
     """Parse the header of ``path`` and locate its pixel data without reading it.
 
+    A deflated file is inflated here (bounded by its declared size and ``max_scan_bytes``, default the
+    current ``dicom_io.bounds.scan_budget``).
+
     Raises:
-        DicomError: reasons ``missing_file``, ``not_dicom``, ``truncated``, ``corrupt_dicom``.
+        DicomError: reasons ``missing_file``, ``not_dicom``, ``truncated``, ``corrupt_dicom``,
+            ``pixel_header_mismatch``, ``over_memory_budget``.
     """
     path = Path(path)
     size = _check_file(path)
@@ -266,7 +324,7 @@ def read_header(path: str | Path) -> Header:
             raise DicomError(f"{path.name}: (0002,0010) Transfer Syntax UID {str(ts)[:64]!r} is not a transfer "
                              "syntax fetalhc can read", reason="unsupported_transfer_syntax") from exc
         if ts == pdu.DeflatedExplicitVRLittleEndian:
-            return _deflated_header(path, ts, size)
+            return _deflated_header(path, ts, size, max_scan_bytes)
         pixels = _locate_pixels(f, ts, path, size)
     if pixels is None and _last_element_short(ds):
         raise DicomError(f"{path.name} is truncated: its last element is cut short and there is no pixel data; "
@@ -274,13 +332,13 @@ def read_header(path: str | Path) -> Header:
     return Header(ds, ts, pixels, size)
 
 
-def _deflated_header(path: Path, ts: pdu.UID, size: int) -> Header:
-    """Deflated files cannot be seeked into: read them whole (they are small still images in practice)."""
-    try:
-        ds = pydicom.dcmread(path)
-    except PARSE_ERRORS as exc:
-        raise DicomError(f"{path.name}: deflated dataset cannot be inflated ({type(exc).__name__}: {exc})",
-                         reason="corrupt_dicom") from exc
+def _deflated_header(path: Path, ts: pdu.UID, size: int, budget: int | None) -> Header:
+    """Deflated files cannot be seeked into: inflated whole, but never past what their header declares."""
+    with open(path, "rb") as f:
+        meta = _deflated_meta(f, path)
+        if meta is None:
+            raise DicomError(f"{path.name}: the deflated file's meta information is unreadable", reason="corrupt_dicom")
+        ds = read_deflated(f, meta, path.name, budget)
     return Header(ds, ts, PixelDataInfo(0, None) if "PixelData" in ds else None, size)
 
 
@@ -444,18 +502,58 @@ def _decode_error(exc: BaseException, ts: pdu.UID, path: Path) -> DicomError:
                       f"{type(exc).__name__}: {exc})", reason="undecodable_pixels")
 
 
-def iter_frames(path: str | Path, header: Header, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+def _codestream_family(ts: pdu.UID) -> str | None:
+    """``jpeg`` (JPEG, JPEG-LS), ``j2k`` (JPEG 2000, HTJ2K): syntaxes whose frames carry their own size header."""
+    if ts in pdu.JPEGTransferSyntaxes or ts in pdu.JPEGLSTransferSyntaxes:
+        return "jpeg"
+    if ts in pdu.JPEG2000TransferSyntaxes or str(ts).startswith("1.2.840.10008.1.2.4.20"):  # .201-.203: HTJ2K
+        return "j2k"
+    return None
+
+
+def declared_geometry(ds: Dataset) -> FrameGeometry:
+    """One frame as the header declares it: (0028,0010) Rows, (0028,0011) Columns, (0028,0002) Samples per
+    Pixel, (0028,0100) Bits Allocated."""
+    return FrameGeometry(number_attribute(ds, "Rows", 0), number_attribute(ds, "Columns", 0),
+                         number_attribute(ds, "SamplesPerPixel", 1), number_attribute(ds, "BitsAllocated", 8))
+
+
+def _frame_headers(path: Path, header: Header, family: str) -> Iterator[bytes]:
+    """The encapsulated frames as pydicom groups them (Basic/Extended Offset Table, else fragments)."""
+    from pydicom.encaps import generate_frames
+
+    ds = header.dataset
+    assert header.pixels is not None
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    with open(path, "rb") as f:
+        f.seek(header.pixels.offset)
+        yield from generate_frames(f, number_of_frames=frame_count(ds), extended_offsets=extended)
+
+
+def iter_frames(path: str | Path, header: Header, indices: list[int],
+                max_scan_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Decode the 0-based frames ``indices`` one at a time, reading only their bytes from the file.
 
     Yields (index, array) in ascending index order; arrays are as pydicom returns them (YBR converted to RGB).
+    A compressed frame's own header (JPEG SOF, JPEG-LS SOF55, JPEG 2000 SIZ) is checked against the
+    image header before that frame is decoded (``dicom_io.bounds``), and a video stream's frame size
+    before its first frame: a mismatch is ``pixel_header_mismatch``.
     """
     from pydicom.pixels import iter_pixels
 
     path = Path(path)
     ts = header.transfer_syntax
     wanted = sorted(set(indices))
+    try:
+        declared = declared_geometry(header.dataset)
+    except PARSE_ERRORS as exc:
+        raise DicomError(f"{path.name}: image pixel attributes are unreadable ({exc})", reason="corrupt_dicom") from exc
     if is_video_syntax(ts) and header.pixels is not None:
-        yield from iter_video_frames(path, header.pixels.offset, str(ts), wanted)
+        yield from iter_video_frames(path, header.pixels.offset, str(ts), wanted,
+                                     shape=(declared.rows, declared.columns),
+                                     max_stream_bytes=current_budget() if max_scan_bytes is None else max_scan_bytes)
         return
     if str(ts) not in DECODER_PLUGINS and str(ts) not in NATIVE_SYNTAXES:
         raise _decode_error(NotImplementedError("no decoder"), ts, path)
@@ -465,9 +563,19 @@ def iter_frames(path: str | Path, header: Header, indices: list[int]) -> Iterato
     source: str | Dataset = str(path) if ts != pdu.DeflatedExplicitVRLittleEndian else header.dataset
     if isinstance(source, Dataset):
         kwargs.pop("transfer_syntax_uid")
+    family = _codestream_family(ts)
+    encapsulated = header.pixels is not None and header.pixels.length is None
+    raw = _frame_headers(path, header, family) if family and encapsulated else None
+    position = 0
     frames = iter_pixels(source, indices=wanted, **kwargs)  # type: ignore[arg-type]
     for index in wanted:
         try:
+            if raw is not None and family is not None:
+                data = b""
+                while position <= index:
+                    data = next(raw)
+                    position += 1
+                check_frame(data, family, declared, index + 1)
             array = next(frames)
         except StopIteration:
             raise DicomError(f"{path.name}: frame {index + 1} is missing from the pixel data",
@@ -523,11 +631,28 @@ def _identity(ds: Dataset) -> dict[str, object]:
     }
 
 
-def _prepare(path: Path) -> tuple[Header, list[Calibration], int, int, int]:
-    header = read_header(path)
+def _check_decode_budget(header: Header, budget: int) -> None:
+    """Refuse a scan whose decoding would hold more than ``budget`` bytes at once, from its declared size.
+
+    Held at once: one decoded frame, plus the whole stream of a video cine (the file's bytes after
+    the pixel data starts); a deflated dataset was checked whole when it was inflated.
+    """
+    ds = header.dataset
+    geometry = declared_geometry(ds)
+    frame_bytes = geometry.rows * geometry.columns * geometry.samples * max(geometry.bits // 8, 1)
+    stream = 0
+    if is_video_syntax(header.transfer_syntax) and header.pixels is not None:
+        stream = max(header.file_size - header.pixels.offset, 0)
+    check_budget(frame_bytes + stream, f"{geometry.rows}x{geometry.columns}x{geometry.samples} frame"
+                 + (f" and a {stream / (1 << 20):.0f} MiB video stream" if stream else ""), budget)
+
+
+def _prepare(path: Path, budget: int) -> tuple[Header, list[Calibration], int, int, int]:
+    header = read_header(path, budget)
     ds = header.dataset
     try:
         check_ultrasound(ds, header.pixels, located=True)
+        _check_decode_budget(header, budget)
         rows, cols, total = number_attribute(ds, "Rows", 0), number_attribute(ds, "Columns", 0), frame_count(ds)
         calibrations = resolve_calibrations(ds, rows, cols)
     except DicomError:
@@ -538,8 +663,8 @@ def _prepare(path: Path) -> tuple[Header, list[Calibration], int, int, int]:
     return header, calibrations, rows, cols, total
 
 
-def open_scans(path: str | Path, frames: list[int] | None = None,
-               max_frames: int = 0) -> tuple[FramePlan, Iterator[Scan]]:
+def open_scans(path: str | Path, frames: list[int] | None = None, max_frames: int = 0,
+               max_scan_bytes: int | None = None) -> tuple[FramePlan, Iterator[Scan]]:
     """Check ``path`` and plan its frames now; return the plan and a lazy iterator of its ``Scan`` values.
 
     Frames: see ``plan_frames`` (``frames`` asked for, else the representative frame, else every frame
@@ -547,13 +672,16 @@ def open_scans(path: str | Path, frames: list[int] | None = None,
     time. Regions: every usable 2-D tissue region (largest first), each Scan cropped to its region
     with ``calibration.region`` saying which; with Pixel Spacing only, the whole frame. The caller
     measures each and keeps the best by quality: that picks the frame and the region holding the head.
+    ``max_scan_bytes``: the most memory decoding may hold at once (default: the current
+    ``dicom_io.bounds.scan_budget``, ``FETALHC_MAX_SCAN_MB`` in a worker).
 
     Raises:
         DicomError (or a subclass): the file cannot be read, is not a measurable ultrasound image, or
         is uncalibrated (see the module docstring for the reasons); decoding errors come from the iterator.
     """
     path = Path(path)
-    header, calibrations, rows, cols, total = _prepare(path)
+    budget = current_budget() if max_scan_bytes is None else max_scan_bytes
+    header, calibrations, rows, cols, total = _prepare(path, budget)
     ds = header.dataset
     bad = [n for n in frames or [] if not 1 <= n <= total]
     if bad:
@@ -562,15 +690,15 @@ def open_scans(path: str | Path, frames: list[int] | None = None,
     identity = _identity(ds)
     if not identity["sop_instance_uid"]:
         raise DicomError(f"{path.name} has no (0008,0018) SOP Instance UID", reason="corrupt_dicom")
-    return plan, _generate_scans(path, header, calibrations, plan, identity, (rows, cols))
+    return plan, _generate_scans(path, header, calibrations, plan, identity, (rows, cols), budget)
 
 
 def _generate_scans(path: Path, header: Header, calibrations: list[Calibration], plan: FramePlan,
-                    identity: dict[str, object], shape: tuple[int, int]) -> Iterator[Scan]:
+                    identity: dict[str, object], shape: tuple[int, int], budget: int) -> Iterator[Scan]:
     """The Scans of ``plan``'s frames (checked header, resolved calibrations), decoded one frame at a time."""
     ds = header.dataset
     rows, cols = shape
-    for index, array in iter_frames(path, header, [n - 1 for n in plan.frames]):
+    for index, array in iter_frames(path, header, [n - 1 for n in plan.frames], budget):
         try:
             grey = to_grey(array, ds)
         except DicomError:

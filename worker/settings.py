@@ -44,6 +44,13 @@ class Settings:
     ``ACCEPT_OTHER`` (ignore | refuse: non-ultrasound instances answered Success and dropped, or
     refused at association negotiation), ``WATCH_SETTLE`` (seconds a dropped file must stay
     unchanged), ``BACKFILL_MAX_IN_FLIGHT`` (backfill jobs received/queued/running at once).
+    Hostile or broken input: ``MAX_SCAN_MB`` (1024: the most memory decoding one scan may hold at once,
+    from its declared size; more is failed as ``over_memory_budget``), ``MAX_INSTANCE_MB`` (2048: the
+    largest instance the listener receives; a bigger one is aborted), ``MAX_ASSOCIATIONS`` (64 at once),
+    ``DICOM_TIMEOUT`` (30 s: ACSE, DIMSE and network idle timeout, so silent peers are dropped),
+    ``ALLOWED_CALLERS`` (unset: anyone; else a comma-separated list of calling AE titles and/or client
+    networks in CIDR notation, ``SCANNER1,10.2.0.0/16``; an association must match an AE title when
+    any is listed and a network when any is listed, else it is rejected).
     Reliability and operations: ``SWEEP_INTERVAL`` (seconds between the worker's sweeps for stuck
     jobs, 60; 0 disables), ``STALE_AFTER`` (seconds a job may sit received/queued/running before a
     sweep sends it again; default 2 x TASK_TIME_LIMIT + 120), ``METRICS_PORT`` (the worker's
@@ -78,6 +85,11 @@ class Settings:
     listen_port: int = field(default_factory=lambda: int(_env_float("LISTEN_PORT", 11112)))
     accept_other: str = field(default_factory=lambda: _env("ACCEPT_OTHER", "ignore"))
     watch_settle_s: float = field(default_factory=lambda: _env_float("WATCH_SETTLE", 5.0))
+    max_scan_mb: float = field(default_factory=lambda: _env_float("MAX_SCAN_MB", 1024.0))
+    max_instance_mb: float = field(default_factory=lambda: _env_float("MAX_INSTANCE_MB", 2048.0))
+    max_associations: int = field(default_factory=lambda: int(_env_float("MAX_ASSOCIATIONS", 64)))
+    dicom_timeout_s: float = field(default_factory=lambda: _env_float("DICOM_TIMEOUT", 30.0))
+    allowed_callers: str = field(default_factory=lambda: _env("ALLOWED_CALLERS", ""))
     backfill_max_in_flight: int = field(default_factory=lambda: int(_env_float("BACKFILL_MAX_IN_FLIGHT", 32)))
     sweep_interval_s: float = field(default_factory=lambda: _env_float("SWEEP_INTERVAL", 60.0))
     stale_after_s: float = field(default_factory=lambda: _env_float("STALE_AFTER", 0.0))
@@ -113,6 +125,14 @@ class Settings:
                              "(unset: the gate's own threshold)")
         if self.accept_other not in ("ignore", "refuse"):
             raise ValueError(f"FETALHC_ACCEPT_OTHER={self.accept_other!r}; choose one of: ignore, refuse")
+        if not (self.max_scan_mb > 0 and self.max_instance_mb > 0 and self.dicom_timeout_s > 0):  # refuses nan too
+            raise ValueError("FETALHC_MAX_SCAN_MB, FETALHC_MAX_INSTANCE_MB and FETALHC_DICOM_TIMEOUT must be above 0")
+        if self.max_associations < 1:
+            raise ValueError("FETALHC_MAX_ASSOCIATIONS must be at least 1")
+        if self.allowed_callers:  # FETALHC_ALLOWED_CALLERS: checked now, not at the first association
+            from worker.ingest.callers import parse_allowed_callers
+
+            parse_allowed_callers(self.allowed_callers)
         if not 0 < len(self.ae_title) <= 16:
             raise ValueError(f"FETALHC_AE_TITLE={self.ae_title!r}: an AE title has 1 to 16 characters")
         if not 0 < self.listen_port < 65536:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from db import JobStatus, get_job, session_scope, set_job_status
+from dicom_io.bounds import scan_budget
 from models.errors import FetalHCError
 from worker import metrics
 from worker.celery_app import LIVE_QUEUE
@@ -116,7 +117,8 @@ def _measure_jobs(task: Any, triples: Sequence[tuple[int, str, float | None]]) -
     if todo:
         items = [WorkItem(Path(path), job_id, ga) for job_id, path, ga in todo]
         try:
-            rows = measure_items(ctx, items)
+            with scan_budget(settings.max_scan_mb):  # FETALHC_MAX_SCAN_MB bounds each scan's decoding
+                rows = measure_items(ctx, items)
         except TRANSIENT_ERRORS as exc:
             if task.request.retries >= task.max_retries:
                 _fail_all(settings, [t[0] for t in todo], "retries_exhausted",

@@ -48,7 +48,7 @@ from dicom_io.reader import ULTRASOUND_SOP_CLASSES
 from worker.backfill.folder import in_range, parse_da
 from worker.backfill.runner import Candidate
 from worker.ingest.intake import is_ultrasound
-from worker.ingest.spool import is_valid_uid, write_instance
+from worker.ingest.spool import is_valid_uid, received_file, write_instance
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,14 @@ class _Arrivals:
         uid = str(event.request.AffectedSOPInstanceUID or "").strip()
         if not is_valid_uid(uid):
             return 0xA900  # Error: data set does not match SOP class (no usable SOP Instance UID)
+        received = received_file(event)  # set when pynetdicom writes arrivals to a file (chunked receive)
         try:
-            path = write_instance(self.spool_dir, uid, event.encoded_dataset())
+            path = write_instance(self.spool_dir, uid, received or event.encoded_dataset())
         except OSError:
             return OUT_OF_RESOURCES  # Refused: out of resources (spool not writable)
+        finally:
+            if received is not None:
+                received.unlink(missing_ok=True)
         with self.lock:
             self.paths[uid] = path
         return SUCCESS  # stored in the spool

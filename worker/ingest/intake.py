@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
+from db import Job, JobStatus, session_scope
 from dicom_io.reader import ULTRASOUND_SOP_CLASSES
 from worker.enqueue import enqueue_one
-from worker.ingest.spool import write_instance
+from worker.ingest.spool import content_digest, spool_path, variant_path, write_atomic
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_UNFINISHED = (JobStatus.RECEIVED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+# One instance written at a time per process: the "is a job still reading it" check and the write go together.
+_SPOOL_LOCK = threading.Lock()
 
 
 def is_ultrasound(sop_class_uid: str | None) -> bool:
@@ -32,18 +40,46 @@ class Intake:
     queued: bool
 
 
-def accept_instance(settings: Settings, sop_instance_uid: str, data: bytes, source: str, queue: str) -> Intake:
-    """Write ``data`` (a whole DICOM file) to the spool, then record and queue a job for it.
+def accept_instance(settings: Settings, sop_instance_uid: str, data: bytes | Path, source: str, queue: str) -> Intake:
+    """Write ``data`` (a whole DICOM file: bytes, or a file copied in chunks) to the spool, record and queue a job.
 
-    Returns only once the file is fsynced and the job row committed.
+    Returns only once the file is fsynced and the job row committed. The spool file of a job that
+    is not finished is never replaced (``spool_target``).
 
     Raises:
         ValueError: ``sop_instance_uid`` is not a valid UID.
         OSError: the spool cannot be written (disk full, permissions).
         sqlalchemy.exc.SQLAlchemyError: the database cannot record the job.
     """
-    path = write_instance(settings.spool_dir, sop_instance_uid, data)
+    with _SPOOL_LOCK:
+        path, write = spool_target(settings, sop_instance_uid, data)
+        if write:
+            write_atomic(path, data)
     job_id, queued = enqueue_one(settings, path, queue, source, sop_instance_uid=sop_instance_uid)
     log.info("accepted instance as job %s from %s on '%s'%s", job_id, source, queue,
              "" if queued else " (not queued yet: broker unreachable)")
     return Intake(path, job_id, queued)
+
+
+def spool_target(settings: Settings, sop_instance_uid: str, data: bytes | Path) -> tuple[Path, bool]:
+    """Where ``data`` goes in the spool, and whether it must be written there.
+
+    ``<uid>.dcm`` normally (the same instance sent again replaces its own file). While an unfinished
+    job still reads that file: the same content is not written again; different content goes beside
+    it as ``<uid>.<sha256 prefix>.dcm``, so the waiting job measures what it was recorded for.
+    """
+    path = spool_path(settings.spool_dir, sop_instance_uid)
+    if not path.exists() or not _unfinished_job_reads(settings, path):
+        return path, True
+    digest = content_digest(data)
+    if content_digest(path) == digest:
+        return path, False
+    log.warning("instance arrived again with other content while its job is unfinished; spooled beside it")
+    variant = variant_path(settings.spool_dir, sop_instance_uid, digest)
+    return variant, not variant.exists()
+
+
+def _unfinished_job_reads(settings: Settings, path: Path) -> bool:
+    with session_scope(settings.database_url) as session:
+        stmt = select(Job.id).where(Job.path == str(path.resolve()), Job.status.in_(_UNFINISHED)).limit(1)
+        return session.scalar(stmt) is not None

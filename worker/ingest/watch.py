@@ -120,7 +120,7 @@ class DropFolderWatcher:
         if not is_valid_uid(sop_uid):
             return self._aside(path, "rejected")
         try:
-            intake = accept_instance(self.settings, sop_uid, path.read_bytes(), "watch", LIVE_QUEUE)
+            intake = accept_instance(self.settings, sop_uid, path, "watch", LIVE_QUEUE)  # copied in chunks
         except (OSError, SQLAlchemyError) as exc:
             self.counts.retry += 1
             log.warning("could not take a file now (%s); trying again on the next poll", type(exc).__name__)
