@@ -313,3 +313,22 @@ def test_spool_retention_prunes_a_long_finished_not_head_scan(env: Settings) -> 
     with session_scope(env.database_url) as s:
         job = s.get(Job, job_id)
         assert (job.status, job.reason) == ("not_head", "not_head_plane") and "spool file pruned" in job.detail
+
+
+def test_backfill_counts_a_not_head_row_as_done_for_its_model(env: Settings) -> None:
+    from db import measured_uids, upsert_measurement
+
+    with session_scope(env.database_url) as s:
+        for uid, status in (("1.1", "not_head"), ("1.2", "failed"), ("1.3", "measured")):
+            upsert_measurement(s, {"sop_instance_uid": uid, "frame": 1, "model_version": "v1", "status": status})
+        assert measured_uids(s, "v1", ["1.1", "1.2", "1.3"]) == {"1.1", "1.3"}  # a failure is tried again
+        assert measured_uids(s, "v2", ["1.1"]) == set()
+
+
+def test_bench_times_the_gate_apart(env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.bench import run_bench
+
+    use_gate(monkeypatch, ShapeGate())
+    result = run_bench(env, n=2, threads=1)
+    assert result["head_plane_gate"].startswith("on")
+    assert isinstance(result["gate_s_median"], float) and result["gate_s_median"] >= 0
