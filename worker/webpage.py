@@ -124,7 +124,8 @@ async function loadHealth() {
       pill.textContent = h.model_loaded ? "ready \u00b7 model loaded" : "ready";
       pill.className = "pill ok";
     } else {
-      pill.textContent = "unavailable: database " + h.database + ", model file " + h.model_file;
+      pill.textContent = "unavailable: database " + h.database + ", model file " + h.model_file
+        + ", head-plane gate " + h.gate_file;
       pill.className = "pill bad";
     }
   } catch (e) { pill.textContent = "server unreachable"; pill.className = "pill bad"; }

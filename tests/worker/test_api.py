@@ -111,7 +111,18 @@ def test_healthz_reports_database_and_model_file(fetalhc_env: pytest.MonkeyPatch
     with running() as url:
         status, body = call_json(url + "/healthz")
     assert status == 200
-    assert body == {"status": "ok", "database": "ok", "model_file": "present", "model_loaded": False}
+    gate_file = "off" if get_settings().head_plane_gate == "off" else "present"
+    assert body == {"status": "ok", "database": "ok", "model_file": "present", "gate_file": gate_file,
+                    "model_loaded": False}
+
+    fetalhc_env.setenv("FETALHC_HEAD_PLANE_GATE", "on")
+    fetalhc_env.setattr("models.head_plane.SHIPPED_GATE", tmp_path / "no_gate.pt")
+    with running() as url:
+        status, body = call_json(url + "/healthz")
+    assert (status, body["gate_file"], body["model_file"]) == (503, "missing", "present")
+    fetalhc_env.setenv("FETALHC_HEAD_PLANE_GATE", "off")
+    with running() as url:
+        assert call_json(url + "/healthz")[1]["gate_file"] == "off"
 
     fetalhc_env.setenv("FETALHC_WEIGHTS", str(tmp_path / "missing.pt"))
     with running() as url:

@@ -46,6 +46,14 @@ class ApiApp:
         return Path(self.settings.weights) if self.settings.weights else SHIPPED_WEIGHTS
 
     @property
+    def gate_path(self) -> Path | None:
+        """The head-plane gate file measuring needs (None: ``FETALHC_HEAD_PLANE_GATE=off``)."""
+        from models.head_plane import SHIPPED_GATE
+
+        gate = self.settings.head_plane_gate
+        return None if gate == "off" else (SHIPPED_GATE if gate == "on" else Path(gate))
+
+    @property
     def model_loaded(self) -> bool:
         return self._context is not None
 

@@ -18,7 +18,7 @@ def handle_page(app: ApiApp, req: Request) -> Response:
 
 
 def handle_healthz(app: ApiApp, req: Request) -> Response:
-    """200 when the database answers and the weights file exists, else 503 saying which failed."""
+    """200 when the database answers and the weights (and head-plane gate) files exist, else 503 saying which."""
     try:
         with get_engine(app.settings.database_url).connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -27,6 +27,8 @@ def handle_healthz(app: ApiApp, req: Request) -> Response:
         log.warning("health check: database unreachable (%s)", type(exc).__name__)
         database = "unreachable"
     model_file = "present" if app.weights_path.is_file() else "missing"
-    ok = database == "ok" and model_file == "present"
+    gate = app.gate_path
+    gate_file = "off" if gate is None else ("present" if gate.is_file() else "missing")
+    ok = database == "ok" and model_file == "present" and gate_file != "missing"
     return json_response({"status": "ok" if ok else "unavailable", "database": database, "model_file": model_file,
-                          "model_loaded": app.model_loaded}, 200 if ok else 503)
+                          "gate_file": gate_file, "model_loaded": app.model_loaded}, 200 if ok else 503)
