@@ -108,7 +108,7 @@ def read_deflated(f: BinaryIO, meta: FileMetaDataset, name: str, budget: int | N
         if not chunk:
             break
         buffer.write(chunk)
-    if buffer.tell() >= cap and not head.inflater.exhausted():
+    if buffer.tell() > cap or (buffer.tell() == cap and not head.inflater.exhausted()):
         raise PixelHeaderMismatch(f"{name}: the deflated dataset inflates past the {cap} bytes its header's "
                                   f"{needed}-byte pixel data needs: refused before reading more",
                                   reason="pixel_header_mismatch")
