@@ -34,26 +34,38 @@ THUMB_ZOOM = 1.5  # thumbnails kept larger than the network input, for crops and
 @dataclass
 class Prepared:
     """Arrays over items: ``features`` (n, len(FEATURES)), ``thumbs`` (n, rows, cols) uint8,
-    ``centres`` (n, 2) the fitted ellipse centre as a fraction of the thumbnail (NaN: none)."""
+    ``centres`` (n, 2) the fitted ellipse centre as a fraction of the thumbnail, ``ellipses`` (n, 5)
+    the fitted ellipse in image pixels (cx, cy, a, b, angle); NaN where none was found."""
 
     keys: list[str]
     features: np.ndarray
     thumbs: np.ndarray
     centres: np.ndarray
+    ellipses: np.ndarray
 
     def save(self, path: Path) -> None:
         """Write the cache."""
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, keys=np.array(self.keys), features=self.features, thumbs=self.thumbs,
-                            centres=self.centres, feature_names=np.array(FEATURES))
+                            centres=self.centres, ellipses=self.ellipses, feature_names=np.array(FEATURES))
 
     @classmethod
     def load(cls, path: Path) -> Prepared:
-        """Read a cache written by ``save``; refuses one made with other features."""
+        """Read a cache written by ``save``."""
         blob = np.load(path)
-        if tuple(blob["feature_names"]) != FEATURES:
-            raise ValueError(f"{path} holds other features; delete it to prepare again")
-        return cls(list(blob["keys"]), blob["features"], blob["thumbs"], blob["centres"])
+        return cls(list(blob["keys"]), blob["features"], blob["thumbs"], blob["centres"], blob["ellipses"])
+
+    def ellipse(self, i: int) -> Ellipse | None:
+        """The fitted ellipse of item ``i`` (None: none was found)."""
+        row = self.ellipses[i]
+        return None if not np.isfinite(row).all() else Ellipse(*map(float, row))
+
+
+def refresh_features(prep: Prepared, items: Sequence[GateItem]) -> Prepared:
+    """The same cache with skull-echo features computed again from the images and cached ellipses."""
+    feats = np.stack([skull_features(item_image(item), prep.ellipse(i))
+                      for i, item in enumerate(tqdm(items, desc="features", mininterval=10))])
+    return Prepared(prep.keys, feats, prep.thumbs, prep.centres, prep.ellipses)
 
 
 def item_image(item: GateItem) -> np.ndarray:
@@ -79,7 +91,7 @@ def fitted_ellipse(model: LoadedModel, image: np.ndarray) -> Ellipse | None:
 def prepare(items: Sequence[GateItem], model: LoadedModel, cached: Prepared | None = None) -> Prepared:
     """Features, thumbnails and ellipse centres of every item (taken from ``cached`` where it has them)."""
     size = (round(INPUT_SIZE[0] * THUMB_ZOOM), round(INPUT_SIZE[1] * THUMB_ZOOM))
-    feats, thumbs, centres = [], [], []
+    feats, thumbs, centres, ellipses = [], [], [], []
     known = {k: i for i, k in enumerate(cached.keys)} if cached is not None else {}
     torch.set_grad_enabled(False)
     for item in tqdm(items, desc="gate images", mininterval=10):
@@ -88,6 +100,7 @@ def prepare(items: Sequence[GateItem], model: LoadedModel, cached: Prepared | No
             feats.append(cached.features[j])
             thumbs.append(cached.thumbs[j])
             centres.append(tuple(cached.centres[j]))
+            ellipses.append(tuple(cached.ellipses[j]))
             continue
         image = item_image(item)
         ellipse = fitted_ellipse(model, image)
@@ -95,7 +108,9 @@ def prepare(items: Sequence[GateItem], model: LoadedModel, cached: Prepared | No
         thumb = letterbox(image, size)[0].numpy()
         thumbs.append((thumb * 255).round().astype(np.uint8))
         centres.append(_centre_fraction(image.shape, size, ellipse))
-    return Prepared([i.key for i in items], np.stack(feats), np.stack(thumbs), np.array(centres, np.float32))
+        ellipses.append((ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.angle) if ellipse else (np.nan,) * 5)
+    return Prepared([i.key for i in items], np.stack(feats), np.stack(thumbs), np.array(centres, np.float32),
+                    np.array(ellipses, np.float64))
 
 
 def _centre_fraction(shape: tuple[int, int], size: tuple[int, int], e: Ellipse | None) -> tuple[float, float]:

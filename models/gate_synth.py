@@ -30,38 +30,48 @@ def elliptic_coords(shape: tuple[int, int], e: Ellipse) -> tuple[np.ndarray, np.
     return np.hypot(u, v), np.arctan2(v, u)
 
 
-def _speckle(img: np.ndarray, e: Ellipse, shape: tuple[int, int]) -> np.ndarray:
-    """The brain's own speckle, bright echoes capped, mirror-tiled over ``shape``.
+def _speckle(img: np.ndarray, e: Ellipse, rng: np.random.Generator) -> np.ndarray:
+    """Soft-tissue speckle at the brain's own level and spread, with a coarse texture of organs.
 
-    A square from the middle of the head (inside half its short axis) holds tissue texture of this
-    scanner at this depth; tiling it by reflection keeps that texture without a skull in it.
+    Level and spread come from the middle of the head (inside half its short axis, bright echoes
+    capped), so the made tissue has this image's brightness; the grain is Rayleigh speckle blurred
+    1-2.5 pixels, as B-mode exports show it.
     """
     half = max(int(e.b * 0.42), 4)
-    r0, c0 = int(round(e.cy)) - half, int(round(e.cx)) - half
-    patch = img[max(r0, 0):max(r0, 0) + 2 * half, max(c0, 0):max(c0, 0) + 2 * half]
+    r0, c0 = max(int(round(e.cy)) - half, 0), max(int(round(e.cx)) - half, 0)
+    patch = img[r0:r0 + 2 * half, c0:c0 + 2 * half]
     if patch.size < 16:
         patch = img
     patch = np.minimum(patch, np.percentile(patch, 75))
-    reps = (-(-shape[0] // patch.shape[0]) + 1, -(-shape[1] // patch.shape[1]) + 1)
-    tiles = np.block([[patch if (i + j) % 4 == 0 else patch[::-1] if (i + j) % 4 == 1 else patch[:, ::-1]
-                       if (i + j) % 4 == 2 else patch[::-1, ::-1] for j in range(reps[1])] for i in range(reps[0])])
-    return tiles[:shape[0], :shape[1]]
+    level, spread = float(np.median(patch)), float(patch.std())
+    grain = ndimage.gaussian_filter(rng.rayleigh(1.0, img.shape).astype(np.float32), rng.uniform(1.0, 2.5))
+    grain = (grain - grain.mean()) / max(float(grain.std()), 1e-6)
+    coarse = ndimage.gaussian_filter(rng.standard_normal(img.shape).astype(np.float32), max(e.b / 5, 2))
+    coarse /= max(float(coarse.std()), 1e-6)
+    return np.maximum(level * (1 + rng.uniform(0.1, 0.35) * coarse) + 0.6 * spread * grain, 0)
 
 
 def remove_skull(image: np.ndarray, e: Ellipse, rng: np.random.Generator,
-                 edge: float = 0.04) -> tuple[np.ndarray, np.ndarray]:
+                 edge: float = 0.04, match_outside: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The image with everything inside the outer skull border replaced by soft tissue.
 
     The replacement is the image's own brain speckle (``_speckle``), so texture and scanner look
-    stay those of the image; ``edge`` is how softly (in rho) it blends into what is around.
+    stay those of the image; ``edge`` is how softly (in rho) it blends into what is around, outside
+    the skull (so the skull is always covered); ``match_outside`` gives it the brightness of the tissue
+    around the head, so that no round section is left.
     Returns the float image and each pixel's rho (elliptic radius, 1 on the outer skull border).
     """
     img = image.astype(np.float32)
     rho, _ = elliptic_coords(image.shape, e)
-    gain = rng.uniform(1.0, 1.8)  # soft tissue of a body is often brighter than the brain
+    gain = rng.uniform(0.9, 1.5)  # soft tissue of a body is often brighter than the brain
     hi = rng.uniform(1.04, 1.1)
-    fill = _speckle(img, e, image.shape) * gain
-    body = np.clip((hi - rho) / edge, 0, 1)
+    fill = _speckle(img, e, rng)
+    if match_outside:
+        around = img[(rho > 1.15) & (rho < 1.8) & (img > 4)]
+        if around.size:
+            gain = float(np.median(around)) / max(float(np.median(fill)), 1.0) * rng.uniform(0.8, 1.2)
+    fill = fill * gain
+    body = np.clip((hi + edge - rho) / edge, 0, 1)
     out = img * (1 - body) + fill * body
     if edge < 0.1 and rng.random() < 0.5:  # a fluid gap around the body, as around a head
         outer = img[(rho > 1.15) & (rho < 1.5)]
@@ -129,7 +139,7 @@ def make_thorax(image: np.ndarray, e: Ellipse, seed: int) -> np.ndarray:
 def make_femur(image: np.ndarray, e: Ellipse, seed: int) -> np.ndarray:
     """A femur-like view: no round section, a bright straight bone with its shadow below it."""
     rng = np.random.default_rng(seed)
-    out, rho = remove_skull(image, e, rng, edge=0.35)  # no round section: it fades into what is around
+    out, rho = remove_skull(image, e, rng, edge=0.3, match_outside=True)  # no round section is left
     length = e.a * rng.uniform(1.0, 1.8)
     ang = rng.uniform(-0.5, 0.5)
     ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]].astype(np.float32)

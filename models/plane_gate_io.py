@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def read_gate(path: Path, device: torch.device | str = "cpu") -> TrainedGate:
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["net_kwargs"].items()}
         net = build_plane_net(size, **kwargs)
         net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
-    except (KeyError, RuntimeError, ValueError, OSError, AttributeError) as exc:
+    except (KeyError, RuntimeError, ValueError, OSError, AttributeError, pickle.UnpicklingError) as exc:
         raise WeightsError(f"head-plane gate {path} cannot be loaded: {exc}") from exc
     net.eval().to(device)
     threshold = float(blob["threshold"])

@@ -71,14 +71,14 @@ def skull_features(image: np.ndarray, e: Ellipse | None) -> np.ndarray:
         return out
     img = image.astype(np.float32)
     # Smooth at a scale that follows the head, so speckle does not count as skull.
-    smooth = ndimage.gaussian_filter(img, sigma=max(1.0, e.b / 80))
+    smooth = ndimage.gaussian_filter(img, sigma=max(1.0, e.b / 50))
     lo, span = _scale(smooth)
     prof, inside = _profiles(smooth, e)
     prof = (prof - lo) / span
     prof = np.where(inside, prof, np.nan)
     with np.errstate(all="ignore"):
         ring = np.nanmax(np.where(RING[None, :], prof, np.nan), axis=1)
-        inner = np.nanmedian(np.where(INNER[None, :], prof, np.nan), axis=1)
+        inner = np.nanpercentile(np.where(INNER[None, :], prof, np.nan), 75, axis=1)
         outer = np.nanmedian(np.where(OUTER[None, :], prof, np.nan), axis=1)
         where = np.nanargmax(np.where(RING[None, :], np.nan_to_num(prof, nan=-9), -9), axis=1)
     seen = np.isfinite(ring)

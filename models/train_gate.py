@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from models.gate_data import all_items
-from models.gate_prepare import Prepared, prepare
+from models.gate_prepare import Prepared, prepare, refresh_features
 from models.gate_report import design_report
 from models.plane_gate_io import SkullEchoModel, fuse, write_gate
 from models.plane_net import INPUT_SIZE, NET_KWARGS, build_plane_net
@@ -157,7 +157,8 @@ def threshold_from_heads(head_logits: np.ndarray, margin: float = THRESHOLD_MARG
     return float(1 / (1 + math.exp(-(float(np.min(head_logits)) - margin))))
 
 
-def train_gate(shared: Path, out: Path, epochs: int = 12, design: str = "fused", seed: int = 0) -> dict:
+def train_gate(shared: Path, out: Path, epochs: int = 12, design: str = "fused", seed: int = 0,
+               refresh: bool = False) -> dict:
     """Prepare (or reuse) the cache, train both designs, report, and write ``out/gate.pt``."""
     items = all_items(shared, SHIPPED_WEIGHTS.with_suffix(".split.json"))
     cache = out / "gate_cache.npz"
@@ -165,6 +166,11 @@ def train_gate(shared: Path, out: Path, epochs: int = 12, design: str = "fused",
     if prep is None or prep.keys != [i.key for i in items]:
         prep = prepare(items, load_weights(), cached=prep)
         prep.save(cache)
+    elif refresh:
+        prep = refresh_features(prep, items)
+        prep.save(cache)
+    if epochs == 0:  # prepare only
+        return {}
     labels = np.array([i.label for i in items])
     train = np.array([i.split == "train" for i in items])
     echo = fit_logistic(prep.features[train], labels[train], sample_weight=balance_weights(labels[train]))
@@ -188,12 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=Path("../shared"),
                         help="folder holding hc18/, us-negatives/ and other-heads/")
     parser.add_argument("--out", type=Path, default=Path("runs/gate"))
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=12, help="CNN epochs (0: only read and cache the images)")
     parser.add_argument("--design", choices=("cnn", "skull_echo", "fused"), default="fused")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refresh-features", action="store_true",
+                        help="compute the skull-echo features again from the cached ellipses")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    report = train_gate(args.shared, args.out, args.epochs, args.design, args.seed)
+    report = train_gate(args.shared, args.out, args.epochs, args.design, args.seed, args.refresh_features)
     for name, rep in report.items():
         print(f"{name:11s} AUC {rep['auc']:.4f}  threshold {rep['threshold']:.4f}  "
               + "  ".join(f"{s}: {v['pass_rate']:.3f}" for s, v in rep["by_source"].items()))

@@ -346,6 +346,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def cmd_eval_gate(args: argparse.Namespace) -> int:
+    """Validate the head-plane gate on held-out images through the measuring path (see models.gate_eval)."""
+    from models.gate_eval import evaluate_gate, format_report, held_out_items
+    from models.head_plane import load_gate
+    from models.weights import load_weights
+
+    items = held_out_items(Path(args.data))
+    if not any(i.source == "hc18" for i in items):
+        raise FileNotFoundError(f"no HC18 validation heads under {args.data} (expected hc18/, us-negatives/, "
+                                "other-heads/)")
+    gate = load_gate(args.gate)
+    if args.threshold is not None:
+        gate = gate.with_threshold(args.threshold)
+    report = evaluate_gate(gate, load_weights(get_settings().weights), items)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time the measurement of generated 800x540 scans (or of one cine, ``--cine``) on this machine."""
     from worker.bench import run_bench, run_cine_bench
@@ -575,6 +598,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="HC18 metrics, plots and submission CSV for a model")
     eval_parser(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-gate", help="head-plane gate on held-out heads and non-heads: AUC, kept, refused")
+    p.add_argument("--data", default="../shared", help="folder holding hc18/, us-negatives/ and other-heads/")
+    p.add_argument("--gate", default=None, help="gate file (default: the shipped gate)")
+    p.add_argument("--threshold", type=float, default=None, help="another operating point (0-1)")
+    p.add_argument("--out", default=None, help="also write the report as JSON here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_gate)
 
     p = sub.add_parser("bench", help="measure inference speed")
     p.add_argument("-n", type=int, default=20, help="scans to time")
