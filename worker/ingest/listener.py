@@ -110,13 +110,15 @@ def _store(event: evt.Event, received: Path | None, settings: Settings, source: 
 def handle_requested(event: evt.Event, callers: AllowedCallers) -> None:
     """A-ASSOCIATE-RQ: reject a peer outside ``FETALHC_ALLOWED_CALLERS`` (logged by address, nothing else)."""
     requestor = event.assoc.requestor
-    if callers.allows(str(requestor.ae_title), str(requestor.address)):
+    title = str(getattr(requestor.primitive, "calling_ae_title", "") or "").strip()  # set from the A-ASSOCIATE-RQ
+    if callers.allows(title, str(requestor.address)):
         return
-    by_title = bool(callers.ae_titles) and str(requestor.ae_title).strip() not in callers.ae_titles
+    by_title = bool(callers.ae_titles) and title not in callers.ae_titles
     log.warning("rejected an association from %s:%s (calling AE title %r): not in FETALHC_ALLOWED_CALLERS",
-                requestor.address, requestor.port, str(requestor.ae_title).strip()[:16])
+                requestor.address, requestor.port, title[:16])
     event.assoc.acse.send_reject(REJECT_PERMANENT, REJECT_BY_USER,
                                  CALLING_AE_NOT_RECOGNISED if by_title else NO_REASON)
+    event.assoc.kill()  # as pynetdicom does after its own rejections: waits until the A-ASSOCIATE-RJ is out
 
 
 def handle_data_recv(event: evt.Event, max_bytes: int) -> None:
