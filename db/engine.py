@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ def _create_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database).expanduser())
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
@@ -43,6 +45,16 @@ def _create_engine(url: str) -> Engine:
     # hide_parameters: a failed statement's message (logged by retries) must not carry the row's
     # values, which include patient IDs.
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file owner read/write, group read (0640: it holds patient IDs); SQLite gives its
+    -wal and -shm files the same mode. An existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
+        os.chmod(path, 0o640)  # whatever the umask
+    except FileExistsError:
+        pass
 
 
 def upgrade(url: str) -> str:

@@ -54,15 +54,17 @@ def redact(text: str) -> str:
 
 
 class RedactLibraryRecords(logging.Filter):
-    """Rewrites records of other libraries' loggers (pydicom, pynetdicom, warnings) with ``redact``."""
+    """Rewrites records of other libraries' loggers (pydicom, pynetdicom, warnings) with ``redact``, and the
+    traceback of every record (``log.exception`` of our own loggers included)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:  # ours too: a traceback quotes values and paths
+            record.exc_type = record.exc_info[0].__name__  # kept for the JSON formatter
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         if record.name.split(".")[0] in OWN_LOGGERS:
             return True
         record.msg, record.args = redact(record.getMessage()), None
-        if record.exc_info and record.exc_info[0] is not None:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
         return True
 
 

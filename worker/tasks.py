@@ -111,7 +111,7 @@ def _measure_jobs(task: Any, triples: Sequence[tuple[int, str, float | None]]) -
     settings = get_settings()
     ctx = load_context(settings)  # before claiming: a worker that cannot load its model leaves jobs alone
     try:
-        summaries, todo, received_at = _claim(settings, triples, task.request.retries)
+        summaries, todo, received_at = _claim(settings, triples, task.request.retries, ctx)
     except TRANSIENT_ERRORS as exc:
         raise TransientError(f"database: {type(exc).__name__}") from exc
     if todo:
@@ -145,7 +145,8 @@ def _measure_jobs(task: Any, triples: Sequence[tuple[int, str, float | None]]) -
     return [summaries[job_id] for job_id, _, _ in triples]
 
 
-def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]], retries: int) -> tuple[
+def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]], retries: int,
+           ctx: Any = None) -> tuple[
         dict[int, dict[str, Any]], list[tuple[int, str, float | None]], dict[int, dt.datetime]]:
     """Mark the unfinished jobs running; summaries for the others (unknown, finished, poison)."""
     summaries: dict[int, dict[str, Any]] = {}
@@ -165,6 +166,8 @@ def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]],
                 set_job_status(session, job_id, JobStatus.FAILED, reason="poison",
                                detail=f"gave up after {job.attempts} attempts that did not finish")
                 log.error("job %s failed as poison after %d attempts", job_id, job.attempts)
+                if ctx is not None and job.sop_instance_uid:  # so `fetalhc results --status failed` shows it
+                    _poison_row(session, ctx, job.sop_instance_uid, path, job.attempts)
                 metrics.record_scan(JobStatus.FAILED.value, "poison")
                 summaries[job_id] = {"job_id": job_id, "status": "failed", "reason": "poison"}
             else:
@@ -172,6 +175,16 @@ def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]],
                 received_at[job_id] = _aware(job.received_at)
                 todo.append((job_id, path, ga))
     return summaries, todo, received_at
+
+
+def _poison_row(session: Any, ctx: Any, sop_instance_uid: str, path: str, attempts: int) -> None:
+    """A failed measurement row for a poison scan (its file is not opened again: it kills workers)."""
+    from db import MeasurementStatus, upsert_measurement
+
+    upsert_measurement(session, {
+        "sop_instance_uid": sop_instance_uid, "frame": 1, "path": path, "model_name": ctx.model.model_name,
+        "model_version": ctx.model.model_version, "status": MeasurementStatus.FAILED.value, "reason": "poison",
+        "detail": f"gave up after {attempts} attempts that did not finish"})
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

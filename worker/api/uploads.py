@@ -128,5 +128,6 @@ def write_dicom(upload: Upload, folder: Path) -> Path:
                                 sop_uid=stable_uid("fetalhc-api", sha, "image"))
         write_us_image(partial, image_to_grey(upload.data, upload.kind), upload.spacing_mm, identity=identity,
                        regions=False, pixel_spacing=True)
+    os.chmod(partial, 0o640)  # issue 13: an upload holds patient data, never world-readable
     os.replace(partial, path)
     return path
