@@ -34,7 +34,8 @@ class _Recorder(TrainedGate):
     """The gate under test, keeping the probability of every image it was asked about."""
 
     def __init__(self, gate: TrainedGate) -> None:
-        super().__init__(gate.net, gate.input_size, gate.echo, gate.design, gate.threshold, gate.device, gate.meta)
+        super().__init__(gate.net, gate.input_size, gate.echo, gate.fusion, gate.design, gate.threshold, gate.device,
+                         gate.meta)
         self.seen: list[float] = []
 
     def verdicts(self, images: Sequence[np.ndarray], ellipses_px: Sequence[Any]) -> list[PlaneVerdict]:

@@ -23,8 +23,11 @@ DESIGNS = ("cnn", "skull_echo", "fused")
 
 
 @dataclass(frozen=True)
-class SkullEchoModel:
-    """Logistic regression on standardised skull-echo features: logit = w . (f - mean) / std + b."""
+class LogisticModel:
+    """Logistic regression on standardised inputs: logit = w . (x - mean) / std + b.
+
+    The skull-echo model takes ``FEATURES``; the fusion takes (CNN logit, skull-echo logit).
+    """
 
     mean: np.ndarray
     std: np.ndarray
@@ -41,15 +44,15 @@ class SkullEchoModel:
                 "bias": float(self.bias)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SkullEchoModel:
+    def from_dict(cls, d: dict[str, Any]) -> LogisticModel:
         """Inverse of ``as_dict``."""
         return cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64),
                    np.asarray(d["weights"], np.float64), float(d["bias"]))
 
 
-def fuse(cnn_logit: np.ndarray, echo_logit: np.ndarray) -> np.ndarray:
-    """The fused design's logit: the mean of the two (each already a calibrated logit)."""
-    return 0.5 * (np.asarray(cnn_logit) + np.asarray(echo_logit))
+def fuse(fusion: LogisticModel, cnn_logit: np.ndarray, echo_logit: np.ndarray) -> np.ndarray:
+    """The fused design's logit from the two designs' logits."""
+    return fusion.logits(np.stack([np.asarray(cnn_logit, np.float64), np.asarray(echo_logit, np.float64)], axis=1))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -60,18 +63,20 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class TrainedGate(HeadPlaneGate):
     """The shipped gate: a CNN logit and a skull-echo logit, fused (or one alone, per ``design``)."""
 
-    def __init__(self, net: nn.Module, input_size: tuple[int, int], echo: SkullEchoModel, design: str,
-                 threshold: float, device: torch.device | str = "cpu", meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, net: nn.Module, input_size: tuple[int, int], echo: LogisticModel, fusion: LogisticModel,
+                 design: str, threshold: float, device: torch.device | str = "cpu",
+                 meta: dict[str, Any] | None = None) -> None:
         if design not in DESIGNS:
             raise ValueError(f"gate design {design!r}; choose one of: {', '.join(DESIGNS)}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"gate threshold {threshold} must lie strictly between 0 and 1")
-        self.net, self.input_size, self.echo, self.design = net, input_size, echo, design
+        self.net, self.input_size, self.echo, self.fusion, self.design = net, input_size, echo, fusion, design
         self.threshold, self.device, self.meta = float(threshold), device, dict(meta or {})
 
     def with_threshold(self, threshold: float) -> TrainedGate:
         """The same gate at another operating point."""
-        return TrainedGate(self.net, self.input_size, self.echo, self.design, threshold, self.device, self.meta)
+        return TrainedGate(self.net, self.input_size, self.echo, self.fusion, self.design, threshold, self.device,
+                           self.meta)
 
     def logits(self, images: Sequence[np.ndarray], ellipses_px: Sequence[Ellipse | None]) -> dict[str, np.ndarray]:
         """Each design's logit for each image."""
@@ -79,7 +84,7 @@ class TrainedGate(HeadPlaneGate):
         feats = np.stack([skull_features(img, e) for img, e in zip(images, ellipses_px)]) if images else \
             np.zeros((0, len(FEATURES)))
         echo = self.echo.logits(feats)
-        return {"cnn": cnn, "skull_echo": echo, "fused": fuse(cnn, echo)}
+        return {"cnn": cnn, "skull_echo": echo, "fused": fuse(self.fusion, cnn, echo)}
 
     def verdicts(self, images: Sequence[np.ndarray], ellipses_px: Sequence[Ellipse | None]) -> list[PlaneVerdict]:
         """One verdict per image (see ``HeadPlaneGate``)."""
@@ -90,12 +95,13 @@ class TrainedGate(HeadPlaneGate):
 
 
 def write_gate(path: Path, net: nn.Module, input_size: tuple[int, int], net_kwargs: dict[str, Any],
-               echo: SkullEchoModel, design: str, threshold: float, meta: dict[str, Any]) -> None:
-    """Save a gate: network tensors (float16), skull-echo model, design and threshold."""
+               echo: LogisticModel, fusion: LogisticModel, design: str, threshold: float,
+               meta: dict[str, Any]) -> None:
+    """Save a gate: network tensors (float16), skull-echo and fusion models, design and threshold."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in net.state_dict().items()}
     torch.save({"kind": "fetalhc-head-plane-gate", "input_size": list(input_size), "net_kwargs": net_kwargs,
-                "state_dict": state, "skull_echo": echo.as_dict(), "features": list(FEATURES), "design": design,
+                "state_dict": state, "skull_echo": echo.as_dict(), "fusion": fusion.as_dict(), "features": list(FEATURES), "design": design,
                 "threshold": float(threshold), "meta": meta}, path)
 
 
@@ -121,5 +127,5 @@ def read_gate(path: Path, device: torch.device | str = "cpu") -> TrainedGate:
     threshold = float(blob["threshold"])
     if not math.isfinite(threshold):
         raise WeightsError(f"head-plane gate {path} has no valid threshold")
-    return TrainedGate(net, size, SkullEchoModel.from_dict(blob["skull_echo"]), str(blob["design"]), threshold,
-                       device, dict(blob["meta"]))
+    return TrainedGate(net, size, LogisticModel.from_dict(blob["skull_echo"]), LogisticModel.from_dict(blob["fusion"]),
+                       str(blob["design"]), threshold, device, dict(blob["meta"]))

@@ -16,7 +16,7 @@ from models.gate_data import group_split
 from models.gate_report import roc_auc
 from models.gate_synth import make_view, ring_phantom
 from models.head_plane import SHIPPED_GATE, load_gate
-from models.plane_gate_io import SkullEchoModel, TrainedGate, read_gate, write_gate
+from models.plane_gate_io import LogisticModel, TrainedGate, read_gate, write_gate
 from models.plane_net import INPUT_SIZE, NET_KWARGS, build_plane_net, letterbox
 from models.segment import measure_images
 from models.skull_echo import FEATURES, skull_features
@@ -103,13 +103,14 @@ def test_group_split_is_stable_and_one_in_five() -> None:
 
 def test_gate_file_round_trip(tmp_path: Path) -> None:
     net = build_plane_net(INPUT_SIZE).eval()
-    echo = SkullEchoModel(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), np.linspace(-1, 1, len(FEATURES)), 0.3)
+    echo = LogisticModel(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), np.linspace(-1, 1, len(FEATURES)), 0.3)
+    fusion = LogisticModel(np.zeros(2), np.ones(2), np.array([0.7, 1.2]), -0.1)
     path = tmp_path / "gate.pt"
-    write_gate(path, net, INPUT_SIZE, dict(NET_KWARGS), echo, "fused", 0.25, {"note": "test"})
+    write_gate(path, net, INPUT_SIZE, dict(NET_KWARGS), echo, fusion, "fused", 0.25, {"note": "test"})
     gate = read_gate(path)
     head = make_phantom(seed=2)
     images, ellipses = [head.image, filled_ellipse()], [Ellipse.make(*head.outer), None]
-    direct = TrainedGate(net, INPUT_SIZE, echo, "fused", 0.25).verdicts(images, ellipses)
+    direct = TrainedGate(net, INPUT_SIZE, echo, fusion, "fused", 0.25).verdicts(images, ellipses)
     loaded = gate.verdicts(images, ellipses)
     assert gate.threshold == 0.25 and gate.design == "fused" and gate.meta == {"note": "test"}
     # float16 tensors in the file: the same probabilities to about 1e-2
@@ -132,10 +133,11 @@ shipped = pytest.mark.skipif(not SHIPPED_GATE.is_file(), reason="no shipped head
 def test_shipped_gate_passes_a_bright_ring_and_refuses_a_filled_ellipse() -> None:
     gate = load_gate()
     model = load_weights()
-    heads = [make_phantom(hc_mm=hc, spacing_mm=0.15, angle=a, seed=s) for s, (hc, a) in
-             enumerate([(120.0, 0.2), (200.0, 1.4), (290.0, 2.6)])]
+    heads = [make_phantom(hc_mm=hc, spacing_mm=mm, angle=a, seed=s) for s, (hc, mm, a) in
+             enumerate([(120.0, 0.12, 0.2), (200.0, 0.15, 1.4), (250.0, 0.2, 2.6)])]
     images = [h.image for h in heads] + [filled_ellipse(s) for s in range(3)]
-    results = measure_images(model.net, images, [(0.15, 0.15)] * 6, model.input_size, gate=gate)
+    spacings = [(h.spacing_mm, h.spacing_mm) for h in heads] + [(0.15, 0.15)] * 3
+    results = measure_images(model.net, images, spacings, model.input_size, gate=gate)
     for head, result in zip(heads, results[:3]):
         assert not isinstance(result, Exception), result
         assert result.head_plane_score is not None and result.head_plane_score >= gate.threshold
