@@ -6,8 +6,11 @@
   never trained on), at the 15th, 40th, 65th and 90th centile of that split's true HC, with their
   CSV pixel size and true HC;
 - 2 negatives from ``us-negatives`` on the head-plane gate's validation side (``group`` whose sha1
-  is 0 modulo 5, as ``models.gate_data.group_split``): the first such file of PSFHS and of POCUS
-  lung, in manifest order, no larger than 512 px a side, with a plausible pixel spacing;
+  is 0 modulo 5, as ``models.gate_data.group_split``), with a plausible pixel spacing: of PSFHS and
+  of POCUS lung, the first such file in manifest order, no larger than 512 px a side, that the
+  shipped pipeline (segmentation and gate) sets aside as ``not_head``. The gate does not refuse
+  every negative (about half of the PSFHS validation images pass it: see the model card), so
+  ``samples.json`` records how many earlier candidates passed; rerun this when the gate changes;
 
 as JPEG Baseline US Image Storage files (``dicom_io.writer``, quality 85: each well under 100 KB),
 and ``samples.json`` beside them: file, kind, source, true HC, pixel size, licence, attribution.
@@ -21,6 +24,7 @@ import csv
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +69,48 @@ def pick_heads(hc18: Path, split_file: Path = SHIPPED_WEIGHTS.with_suffix(".spli
     return [cases[round(q * (len(cases) - 1))] for q in HEAD_CENTILES]
 
 
-def pick_negatives(negatives: Path) -> list[dict[str, str]]:
-    """The first gate-validation file of each source in manifest order, at most MAX_NEGATIVE_SIDE a side."""
-    picked: dict[str, dict[str, str]] = {}
+def _grey(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+def pick_negatives(negatives: Path, out: Path, set_aside: Callable[[Path], bool]) -> list[dict[str, Any]]:
+    """Per source, the first gate-validation file in manifest order (at most MAX_NEGATIVE_SIDE a side)
+    whose sample DICOM, written into ``out``, ``set_aside`` says the pipeline sets aside.
+
+    Each row gains ``file_out`` (the DICOM's name) and ``passed_before`` (earlier candidates that passed).
+    """
+    picked: dict[str, dict[str, Any]] = {}
+    passed: dict[str, int] = {}
     with (negatives / "manifest.csv").open(newline="") as f:
         for row in csv.DictReader(f):
-            if row["source"] in picked or row["source"] not in NEGATIVE_SPACING_MM:
+            source = row["source"]
+            if source in picked or source not in NEGATIVE_SPACING_MM or not is_gate_validation_group(row["group"]):
                 continue
-            if is_gate_validation_group(row["group"]):
-                with Image.open(negatives / row["file"]) as im:
-                    if max(im.size) <= MAX_NEGATIVE_SIDE:
-                        picked[row["source"]] = row
+            image = _grey(negatives / row["file"])
+            if max(image.shape) > MAX_NEGATIVE_SIDE:
+                continue
+            prefix = "psfhs" if source == "PSFHS" else "pocus_lung"
+            name = f"{prefix}_{Path(row['file']).stem.split('.')[0]}.dcm"
+            spacing = NEGATIVE_SPACING_MM[source]
+            path = _write(out / name, image, spacing, row["file"],
+                          f"fetalhc demo sample: us-negatives/{row['file']} ({row['note']}); not a head biometry "
+                          f"plane; pixel spacing {spacing} mm assumed; {row['license']}")
+            if set_aside(path):
+                picked[source] = {**row, "file_out": name, "passed_before": passed.get(source, 0)}
+            else:
+                path.unlink()
+                passed[source] = passed.get(source, 0) + 1
     return [picked[s] for s in NEGATIVE_SPACING_MM]
+
+
+def pipeline_sets_aside(path: Path) -> bool:
+    """True when the shipped model and head-plane gate set the file aside as ``not_head`` (nothing stored)."""
+    from worker.pipeline import WorkItem, load_context, measure_rows
+    from worker.settings import Settings
+
+    ctx = load_context(Settings(head_plane_gate="on", head_plane_threshold=None, device="cpu"))
+    return measure_rows(ctx, [WorkItem(path)])[0]["status"] == "not_head"
 
 
 def _write(path: Path, image: np.ndarray, spacing_mm: float, key: str, comment: str) -> Path:
@@ -91,7 +125,8 @@ def _write(path: Path, image: np.ndarray, spacing_mm: float, key: str, comment: 
     return path
 
 
-def make_samples(shared: Path, out: Path = SAMPLES_DIR) -> list[dict[str, Any]]:
+def make_samples(shared: Path, out: Path = SAMPLES_DIR,
+                 set_aside: Callable[[Path], bool] = pipeline_sets_aside) -> list[dict[str, Any]]:
     """Write the sample DICOMs and ``samples.json`` into ``out``; returns the manifest entries."""
     entries: list[dict[str, Any]] = []
     for case in pick_heads(shared / "hc18"):
@@ -102,19 +137,13 @@ def make_samples(shared: Path, out: Path = SAMPLES_DIR) -> list[dict[str, Any]]:
         entries.append({"file": name, "kind": "head", "source": "HC18", "origin": f"training_set/{case.name}",
                         "true_hc_mm": float(case.hc_mm), "pixel_size_mm": float(case.pixel_size_mm),
                         "license": "CC BY 4.0", "attribution": HC18_ATTRIBUTION})
-    for row in pick_negatives(shared / "us-negatives"):
-        with Image.open(shared / "us-negatives" / row["file"]) as im:
-            image = np.asarray(im.convert("L"), dtype=np.uint8)
-        spacing = NEGATIVE_SPACING_MM[row["source"]]
-        prefix = "psfhs" if row["source"] == "PSFHS" else "pocus_lung"
-        name = f"{prefix}_{Path(row['file']).stem.split('.')[0]}.dcm"
-        _write(out / name, image, spacing, row["file"],
-               f"fetalhc demo sample: us-negatives/{row['file']} ({row['note']}); not a head biometry plane; "
-               f"pixel spacing {spacing} mm assumed; {row['license']}")
-        entries.append({"file": name, "kind": "not_head", "source": row["source"],
+    for row in pick_negatives(shared / "us-negatives", out, set_aside):
+        entries.append({"file": row["file_out"], "kind": "not_head", "source": row["source"],
                         "origin": f"us-negatives/{row['file']}", "group": row["group"], "note": row["note"],
-                        "true_hc_mm": None, "pixel_size_mm": spacing, "license": row["license"],
-                        "attribution": ATTRIBUTION[row["source"]]})
+                        "true_hc_mm": None, "pixel_size_mm": NEGATIVE_SPACING_MM[row["source"]],
+                        "license": row["license"], "attribution": ATTRIBUTION[row["source"]],
+                        "picked": "first gate-validation file of its source that the shipped gate sets aside; "
+                                  f"{row['passed_before']} earlier candidates passed it"})
     (out / MANIFEST).write_text(json.dumps(entries, indent=2) + "\n")
     return entries
 
