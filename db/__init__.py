@@ -7,16 +7,19 @@ from db.repository import (
     get_job,
     job_counts,
     measured_uids,
+    pending_reports,
     query_measurements,
     row_dict,
     set_job_status,
+    set_sr_status,
     stale_jobs,
     upsert_measurement,
 )
-from db.tables import Base, Job, JobStatus, Measurement, MeasurementStatus
+from db.tables import Base, Job, JobStatus, Measurement, MeasurementStatus, SrStatus
 
 __all__ = [
-    "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "SchemaError", "create_job", "current_revision",
-    "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "measured_uids", "query_measurements",
-    "row_dict", "session_scope", "set_job_status", "stale_jobs", "upgrade", "upsert_measurement",
+    "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "SchemaError", "SrStatus", "create_job",
+    "current_revision", "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "measured_uids",
+    "pending_reports", "query_measurements", "row_dict", "session_scope", "set_job_status", "set_sr_status",
+    "stale_jobs", "upgrade", "upsert_measurement",
 ]

@@ -6,11 +6,11 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.tables import MEASUREMENT_COLUMNS, Job, JobStatus, Measurement, MeasurementStatus
+from db.tables import MEASUREMENT_COLUMNS, Job, JobStatus, Measurement, MeasurementStatus, SrStatus
 
 _KEY = ("sop_instance_uid", "frame", "model_version")
 _NOT_UPDATED = {"id", "created_at", *_KEY}
@@ -19,6 +19,10 @@ _UNFINISHED = (JobStatus.RECEIVED.value, JobStatus.QUEUED.value, JobStatus.RUNNI
 
 def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
     """Insert the row for (SOP Instance UID, frame, model version) or update it in place.
+
+    An instance keeps one result per model: a row of another frame of the same instance and model
+    (a cine measured again with another ``FETALHC_MAX_FRAMES``) is deleted in the same transaction,
+    except that a failure never replaces a measurement (then nothing is written).
 
     Raises:
         ValueError: a key column is missing, or a column name is unknown.
@@ -39,12 +43,66 @@ def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
         stmt = sqlite.insert(Measurement).values(**row)
     else:  # pragma: no cover - other databases are not supported
         raise ValueError(f"unsupported database dialect {dialect!r}; use PostgreSQL or SQLite")
+    if not _replace_other_frames(session, dialect, row):
+        return
     changes = {k: stmt.excluded[k] for k in row if k not in _NOT_UPDATED}
     # A failure never replaces a measurement of the same instance (a truncated re-send of a scan
     # that was measured keeps its measurement); anything else is replaced by the newer write.
     keep_measured = or_(Measurement.status == MeasurementStatus.FAILED.value,
                         stmt.excluded.status != MeasurementStatus.FAILED.value)
     session.execute(stmt.on_conflict_do_update(index_elements=list(_KEY), set_=changes, where=keep_measured))
+
+
+def _replace_other_frames(session: Session, dialect: str, row: Mapping[str, Any]) -> bool:
+    """Delete the rows of other frames of ``row``'s instance and model that ``row`` replaces.
+
+    False when ``row`` is a failure and a measurement of another frame stays (``row`` is not written).
+    PostgreSQL: a transaction-scoped advisory lock on (instance, model) first, so two transactions
+    writing different frames of one instance take turns (the second then sees and deletes the first's
+    row). SQLite: the DELETE comes first and takes the database's write lock for the transaction.
+    """
+    uid, version = str(row["sop_instance_uid"]), str(row["model_version"])
+    if dialect == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(uid), func.hashtext(version))))
+    others = and_(Measurement.sop_instance_uid == uid, Measurement.model_version == version,
+                  Measurement.frame != row["frame"])
+    failed = MeasurementStatus.FAILED.value
+    if row.get("status") != failed:
+        session.execute(delete(Measurement).where(others))
+        return True
+    session.execute(delete(Measurement).where(others, Measurement.status == failed))
+    kept = session.scalar(select(func.count()).select_from(Measurement).where(others))
+    return not kept
+
+
+def pending_reports(session: Session, older_than: dt.timedelta, limit: int) -> list[Measurement]:
+    """Up to ``limit`` measured or needs_review rows whose SR is still ``pending``, untouched for ``older_than``.
+
+    Least recently updated first, so rows whose SR keeps failing to send take turns with the others.
+    """
+    cutoff = dt.datetime.now(dt.timezone.utc) - older_than
+    stmt = select(Measurement).where(
+        Measurement.sr_status == SrStatus.PENDING.value, Measurement.updated_at < cutoff,
+        Measurement.status.in_([MeasurementStatus.MEASURED.value, MeasurementStatus.NEEDS_REVIEW.value]),
+    ).order_by(Measurement.updated_at, Measurement.id).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def set_sr_status(session: Session, keys: Iterable[tuple[str, int, str]], status: SrStatus) -> int:
+    """Set ``sr_status`` of the ``pending`` rows with these (SOP Instance UID, frame, model version) keys.
+
+    ``pending`` again (a send that failed) only updates the rows' ``updated_at``: the sweep then tries
+    them after the others. Returns the number of rows changed.
+    """
+    keys = list(keys)
+    if not keys:
+        return 0
+    now = dt.datetime.now(dt.timezone.utc)
+    stmt = update(Measurement).where(
+        tuple_(Measurement.sop_instance_uid, Measurement.frame, Measurement.model_version).in_(keys),
+        Measurement.sr_status == SrStatus.PENDING.value,
+    ).values(sr_status=status.value, updated_at=now)
+    return int(session.execute(stmt).rowcount or 0)
 
 
 def create_job(session: Session, path: str, source: str, queue: str | None = None,

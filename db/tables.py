@@ -1,4 +1,4 @@
-"""The results database: ``measurements`` (one row per instance, frame and model) and ``jobs``."""
+"""The results database: ``measurements`` (one row per instance and model, on its best frame) and ``jobs``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,20 @@ class MeasurementStatus(str, Enum):
     MEASURED = "measured"
     NEEDS_REVIEW = "needs_review"
     NOT_HEAD = "not_head"
+    FAILED = "failed"
+
+
+class SrStatus(str, Enum):
+    """The DICOM SR owed for a measurement row (``measurements.sr_status``; NULL: none owed).
+
+    ``pending``: stored with the row when SR export is on and the row is measured or needs_review, so a
+    worker lost between the commit and the export leaves it for the sweep; ``done``: written to
+    ``FETALHC_SR_DIR`` and, with ``FETALHC_SR_DESTINATION``, stored there; ``failed``: the SR could
+    not be built (source file gone, row unfit for a report): never tried again.
+    """
+
+    PENDING = "pending"
+    DONE = "done"
     FAILED = "failed"
 
 
@@ -138,6 +152,7 @@ class Measurement(Base):
     read_ms: Mapped[float | None] = mapped_column(Float)
     infer_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float | None] = mapped_column(Float)
+    sr_status: Mapped[str | None] = mapped_column(String(16), index=True)  # SrStatus; NULL: no SR owed
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 

@@ -65,7 +65,7 @@ def _legacy_database(url: str) -> None:
 
 
 def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
-    assert BASELINE == "0001" and head_revision() == "0003"
+    assert BASELINE == "0001" and head_revision() == "0004"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
@@ -224,7 +224,7 @@ def test_0003_adds_head_plane_score_and_keeps_rows_and_downgrades(empty_url: str
                           "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
     assert "head_plane_score" not in {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
     dispose_all()
-    assert upgrade(empty_url) == "0003"
+    assert upgrade(empty_url) == head_revision()
     with session_scope(empty_url) as s:
         upsert_measurement(s, {**_row("1.2.10"), "status": "not_head", "hc_mm": None, "reason": "not_head_plane",
                                "head_plane_score": 0.031})
@@ -240,3 +240,28 @@ def test_0003_adds_head_plane_score_and_keeps_rows_and_downgrades(empty_url: str
     assert "head_plane_score" not in columns and "hc_mm" in columns
     with get_engine(empty_url).connect() as conn:
         assert sorted(conn.execute(text("SELECT sop_instance_uid FROM measurements")).scalars()) == ["1.2.10", "1.2.9"]
+
+
+def test_0004_adds_sr_status_null_for_existing_rows_and_downgrades(empty_url: str) -> None:
+    """From 0003 with a measured row: it owes no SR (NULL, so the sweep leaves history alone); 0003 again drops it."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0003")
+        conn.execute(text("INSERT INTO measurements (sop_instance_uid, frame, model_version, status, hc_mm, "
+                          "created_at, updated_at) VALUES ('1.2.11', 1, 'v1', 'measured', 171.5, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    dispose_all()
+    assert upgrade(empty_url) == "0004"
+    with session_scope(empty_url) as s:
+        upsert_measurement(s, {**_row("1.2.12"), "sr_status": "pending"})
+    with session_scope(empty_url) as s:
+        assert {m.sop_instance_uid: m.sr_status for m in s.scalars(select(Measurement))} == {
+            "1.2.11": None, "1.2.12": "pending"}
+    assert schema_differences(get_engine(empty_url)) == []
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.downgrade(alembic_config(conn), "0003")
+    assert "sr_status" not in {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}

@@ -41,11 +41,11 @@ def test_upsert_is_idempotent_per_instance_frame_and_model(db_url: str) -> None:
         upsert_measurement(s, _row("1.2.3", 170.0))
         upsert_measurement(s, _row("1.2.3", 171.5))  # redelivered: same key, newer value
         upsert_measurement(s, _row("1.2.3", 160.0, version="v2"))  # another model: its own row
-        upsert_measurement(s, _row("1.2.3", 150.0, frame=2))  # another frame: its own row
+        upsert_measurement(s, _row("1.2.4", 150.0))  # another instance: its own row
     with session_scope(db_url) as s:
         assert s.scalar(select(func.count()).select_from(Measurement)) == 3
         row = s.scalars(select(Measurement).where(Measurement.model_version == "v1",
-                                                  Measurement.frame == 1)).one()
+                                                  Measurement.sop_instance_uid == "1.2.3")).one()
         assert row.hc_mm == 171.5
         assert row.created_at is not None and row.updated_at >= row.created_at.replace(
             tzinfo=row.updated_at.tzinfo)
@@ -127,3 +127,96 @@ def test_a_failure_never_replaces_a_measurement(db_url: str) -> None:
         rows = {r.sop_instance_uid: r for r in query_measurements(s)}
         assert (rows["7.7"].status, rows["7.7"].hc_mm, rows["7.7"].reason) == ("measured", 180.0, None)
         assert (rows["8.8"].status, rows["8.8"].hc_mm) == ("needs_review", 150.0)
+
+
+def _frames(db_url: str) -> dict[tuple[str, str], list[tuple[int, str, float | None]]]:
+    """(instance, model) -> [(frame, status, hc_mm)] of every stored row."""
+    out: dict[tuple[str, str], list[tuple[int, str, float | None]]] = {}
+    with session_scope(db_url) as s:
+        for m in s.scalars(select(Measurement).order_by(Measurement.frame)):
+            out.setdefault((m.sop_instance_uid, m.model_version), []).append((m.frame, m.status, m.hc_mm))
+    return out
+
+
+def test_another_frame_of_a_cine_replaces_the_result_of_the_instance_and_model(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        upsert_measurement(s, _row("5.5", 170.0, frame=3))  # sampled to 16 frames: frame 3 was the best
+        upsert_measurement(s, _row("5.5", 165.0, version="v2", frame=3))
+        upsert_measurement(s, _row("5.6", 150.0, frame=3))
+    with session_scope(db_url) as s:  # measured again with FETALHC_MAX_FRAMES=0: frame 41 is better
+        upsert_measurement(s, _row("5.5", 172.0, frame=41, status="needs_review"))
+    assert _frames(db_url) == {("5.5", "v1"): [(41, "needs_review", 172.0)], ("5.5", "v2"): [(3, "measured", 165.0)],
+                               ("5.6", "v1"): [(3, "measured", 150.0)]}
+    with session_scope(db_url) as s:  # set aside on another frame by the head-plane gate: replaces too
+        upsert_measurement(s, _row("5.6", None, frame=1, status="not_head"))
+    assert _frames(db_url)[("5.6", "v1")] == [(1, "not_head", None)]
+
+
+def test_a_failure_on_another_frame_never_replaces_a_measurement(db_url: str) -> None:
+    with session_scope(db_url) as s:
+        upsert_measurement(s, _row("6.6", 180.0, frame=7))
+        upsert_measurement(s, _row("6.6", None, frame=1, status="failed", reason="truncated"))
+        upsert_measurement(s, _row("6.7", None, frame=2, status="failed", reason="no_head_found"))
+        upsert_measurement(s, _row("6.7", None, frame=1, status="failed", reason="blank_image"))
+    assert _frames(db_url) == {("6.6", "v1"): [(7, "measured", 180.0)], ("6.7", "v1"): [(1, "failed", None)]}
+    with session_scope(db_url) as s:  # a measurement of another frame replaces the failure
+        upsert_measurement(s, _row("6.7", 140.0, frame=9))
+    assert _frames(db_url)[("6.7", "v1")] == [(9, "measured", 140.0)]
+
+
+def test_two_transactions_measuring_other_frames_leave_one_row(pg_url: str) -> None:
+    """PostgreSQL: the second writer waits on the first's advisory lock, then replaces its committed row."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from db import get_engine
+
+    upgrade(pg_url)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with session_scope(pg_url) as s:
+                upsert_measurement(s, _row("7.1", 175.0, frame=12))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    with session_scope(pg_url) as first:
+        upsert_measurement(first, _row("7.1", 170.0, frame=2))
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 30
+        with get_engine(pg_url).connect() as conn:  # wait until the second writer is blocked on the lock
+            while not conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                        "AND NOT granted")).scalar():
+                assert time.monotonic() < deadline and thread.is_alive(), "the second writer never waited"
+                time.sleep(0.05)
+                conn.rollback()
+    thread.join(30)
+    assert not errors and not thread.is_alive()
+    assert _frames(pg_url) == {("7.1", "v1"): [(12, "measured", 175.0)]}
+
+
+def test_pending_reports_and_their_outcome(db_url: str) -> None:
+    from db import SrStatus, pending_reports, set_sr_status
+
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    with session_scope(db_url) as s:
+        for uid, status, sr in [("8.1", "measured", "pending"), ("8.2", "needs_review", "pending"),
+                                ("8.3", "measured", "done"), ("8.4", "measured", None),
+                                ("8.5", "not_head", "pending"), ("8.6", "measured", "pending")]:
+            upsert_measurement(s, _row(uid, 150.0, status=status, sr_status=sr))
+        s.flush()
+        for m in s.scalars(select(Measurement).where(Measurement.sop_instance_uid != "8.6")):
+            m.updated_at = past  # 8.6 was just stored: its worker may be exporting it now
+    with session_scope(db_url) as s:
+        assert [m.sop_instance_uid for m in pending_reports(s, dt.timedelta(minutes=10), 10)] == ["8.1", "8.2"]
+        assert len(pending_reports(s, dt.timedelta(minutes=10), 1)) == 1
+        assert set_sr_status(s, [("8.1", 1, "v1"), ("8.3", 1, "v1")], SrStatus.DONE) == 1  # 8.3 was not pending
+        assert set_sr_status(s, [("8.2", 1, "v1")], SrStatus.PENDING) == 1  # tried again later
+    with session_scope(db_url) as s:
+        assert pending_reports(s, dt.timedelta(minutes=10), 10) == []
+        assert [m.sop_instance_uid for m in pending_reports(s, dt.timedelta(0), 10)] == ["8.6", "8.2"]
+        assert {m.sop_instance_uid: m.sr_status for m in s.scalars(select(Measurement))}["8.1"] == "done"
