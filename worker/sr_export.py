@@ -4,16 +4,25 @@ Off unless ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set. Nothing here
 a measurement: the row is stored before, and every error ends as a log line (no patient
 identifiers: job ids, SR counts and DIMSE statuses only), a metric and, for a send that failed, the
 SR file kept in the outbox for ``fetalhc sr send``.
+
+Each row owes its SR in the database (``measurements.sr_status``): ``pending`` is stored with the
+row (``mark_owed``), ``done`` once the SR is written and, with a destination, stored there
+(``export_and_record``). A worker lost between the commit and the export leaves ``pending`` rows;
+the sweep exports them (``export_pending``), a bounded batch at a time. A send that failed stays
+``pending`` (tried again by a later sweep); an SR that cannot be built is ``failed`` for good.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db import SrStatus, pending_reports, session_scope, set_sr_status
+from db.tables import MEASUREMENT_COLUMNS
 from dicom_io.reader import read_dataset
 from dicom_io.sr import REPORTABLE, HeadMeasurement, SrError, build_sr, write_sr
 from models.errors import FetalHCError
@@ -28,6 +37,9 @@ DIMSE_TIMEOUT_S = 30.0  # the C-STORE response
 # elements discarded); anything else (0xA7xx out of resources, 0xA9xx data set does not match, 0xCxxx cannot
 # understand) is a failure and the file stays for a retry.
 STORED = (0x0000, 0xB000, 0xB006, 0xB007)
+SWEEP_BATCH = 50  # pending SRs one sweep exports at most (a PACS that is down costs one failed association)
+
+RowKey = tuple[str, int, str]  # (SOP Instance UID, frame, model version): a measurement row's key
 
 
 class SendError(RuntimeError):
@@ -36,10 +48,18 @@ class SendError(RuntimeError):
 
 @dataclass
 class SendSummary:
-    """What one send attempt did: files stored, and the reason for each failure (paths kept)."""
+    """What one send attempt did: files stored, the reason for each failure (paths kept), and per row key
+    (``export_reports``) whose SR is out, is to be tried again, or cannot be built."""
 
     sent: list[Path] = field(default_factory=list)
     failed: dict[Path, str] = field(default_factory=dict)
+    done: list[RowKey] = field(default_factory=list)  # rows whose SR is written (and stored, with a destination)
+    retry: list[RowKey] = field(default_factory=list)  # not sent (or the outbox not writable): try again later
+    unbuilt: list[RowKey] = field(default_factory=list)  # no SR could be built from the row and its source
+
+
+def _key(row: dict[str, Any]) -> RowKey:
+    return (str(row.get("sop_instance_uid") or ""), int(row.get("frame") or 1), str(row.get("model_version") or ""))
 
 
 def outbox(settings: Settings) -> Path:
@@ -117,25 +137,41 @@ def export_reports(settings: Settings, rows: Iterable[dict[str, Any]]) -> SendSu
     if settings.sr_dir is None and settings.sr_destination is None:
         return summary
     written: list[tuple[Path, Any]] = []
+    keys: dict[Path, RowKey] = {}
+    unbuilt: list[RowKey] = []
+    retry: list[RowKey] = []
     for row in rows:
         if row.get("status") not in REPORTABLE or not row.get("path"):
             continue
         try:
-            written.append((_build(settings, row), row.get("job_id")))
+            path = _build(settings, row)
+            written.append((path, row.get("job_id")))
+            keys[path] = _key(row)
             metrics.record_sr("written")
         except (SrError, FetalHCError) as exc:
             log.warning("SR for job %s not written: %s", row.get("job_id"), exc if isinstance(exc, SrError)
                         else getattr(exc, "reason", type(exc).__name__))
             metrics.record_sr("build_failed")
+            unbuilt.append(_key(row))
+        except OSError as exc:  # the outbox (disk full, permissions): the operator's to fix, then a sweep's
+            log.warning("SR for job %s not written to the outbox: %s", row.get("job_id"), type(exc).__name__)
+            metrics.record_sr("build_failed")
+            retry.append(_key(row))
         except Exception as exc:  # noqa: BLE001 - a report must never fail the measurement
             log.error("SR for job %s not written: unexpected %s", row.get("job_id"), type(exc).__name__)
             metrics.record_sr("build_failed")
+            unbuilt.append(_key(row))
+    summary.unbuilt, summary.retry = unbuilt, retry
     if settings.sr_destination is None or not written:
+        summary.done = [keys[p] for p, _ in written]
         return summary
     try:
         summary = send_files([p for p, _ in written], settings.sr_destination, settings.ae_title)
     except Exception as exc:  # noqa: BLE001
         summary = SendSummary(failed={p: f"unexpected {type(exc).__name__}" for p, _ in written})
+    summary.unbuilt = unbuilt
+    summary.done = [keys[p] for p in summary.sent]
+    summary.retry = retry + [keys[p] for p in summary.failed]
     jobs = dict(written)
     for path in summary.sent:
         metrics.record_sr("sent")
@@ -145,6 +181,63 @@ def export_reports(settings: Settings, rows: Iterable[dict[str, Any]]) -> SendSu
         metrics.record_sr("send_failed")
         log.warning("SR for job %s not sent to %s: %s; kept in %s for `fetalhc sr send`", jobs.get(path),
                     settings.sr_destination, reason, path.parent)
+    return summary
+
+
+def mark_owed(rows: Iterable[dict[str, Any]]) -> None:
+    """Set each row's ``sr_status`` before it is stored: ``pending`` for a measured or needs_review row of a file.
+
+    Any other row owes no SR (None: a not_head or failed row replacing a measurement owes none either).
+    """
+    for row in rows:
+        reportable = row.get("status") in REPORTABLE and row.get("path") and row.get("sop_instance_uid")
+        row["sr_status"] = SrStatus.PENDING.value if reportable else None
+
+
+def record_outcome(database_url: str, summary: SendSummary) -> None:
+    """Store what an export did on the rows still ``pending``: done, failed (not buildable), or tried (retry).
+
+    Never raises: a database that is down leaves the rows ``pending``, and a later sweep exports them again
+    (the same SR UIDs, so a destination that already has them only sees a repeat).
+    """
+    try:
+        with session_scope(database_url) as session:
+            set_sr_status(session, summary.done, SrStatus.DONE)
+            set_sr_status(session, summary.unbuilt, SrStatus.FAILED)
+            set_sr_status(session, summary.retry, SrStatus.PENDING)  # tried now: after the others next time
+    except Exception as exc:  # noqa: BLE001 - the SRs are out; only their bookkeeping waits
+        log.warning("SR outcome of %d rows not recorded: %s", len(summary.done) + len(summary.unbuilt),
+                    type(exc).__name__)
+
+
+def export_and_record(settings: Settings, rows: Sequence[dict[str, Any]]) -> SendSummary:
+    """``export_reports`` then ``record_outcome``: the SRs of stored rows, and their ``sr_status``; never raises."""
+    summary = export_reports(settings, rows)
+    record_outcome(settings.database_url, summary)
+    return summary
+
+
+def export_pending(settings: Settings, older_than: dt.timedelta, limit: int = SWEEP_BATCH) -> SendSummary:
+    """The sweep's part: export up to ``limit`` SRs still ``pending`` after ``older_than``; never raises.
+
+    Rows younger than ``older_than`` are left to the worker that stored them (it may be exporting them
+    now). Off (an empty summary) unless ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set.
+    """
+    if settings.sr_dir is None and settings.sr_destination is None:
+        return SendSummary()
+    try:
+        with session_scope(settings.database_url) as session:
+            rows = [{c: getattr(m, c) for c in MEASUREMENT_COLUMNS}
+                    for m in pending_reports(session, older_than, limit)]
+    except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+        log.warning("pending SRs not read: %s", type(exc).__name__)
+        return SendSummary()
+    if not rows:
+        return SendSummary()
+    summary = export_and_record(settings, rows)
+    log.info("sweep: %d SRs owed exported (%d left for a later sweep, %d cannot be built)", len(summary.done),
+             len(summary.retry), len(summary.unbuilt),
+             extra={"sr_done": len(summary.done), "sr_retry": len(summary.retry), "sr_unbuilt": len(summary.unbuilt)})
     return summary
 
 

@@ -18,6 +18,11 @@ Sending a job that still has a message is harmless: the task skips finished jobs
 measurements with idempotent upserts. Each sweep updates the jobs it sends, so a job is sent at
 most once per ``older_than``; a job that never finishes is failed as poison after
 ``MAX_ATTEMPTS`` runs.
+
+With SR export on (``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION``), each sweep then exports the SRs
+still owed (``measurements.sr_status`` pending longer than ``older_than``: a worker lost between its
+commit and its export, or a destination that was down), at most ``worker.sr_export.SWEEP_BATCH`` of
+them; SR trouble never fails the sweep.
 """
 
 from __future__ import annotations
@@ -55,10 +60,11 @@ class SweepSummary:
     requeued: list[int] = field(default_factory=list)
     waiting: int = 0
     deferred: int = 0
+    sr_exported: int = 0  # SRs owed (pending) written or sent by this sweep
 
     def as_dict(self) -> dict[str, Any]:
         return {"requeued": len(self.requeued), "job_ids": self.requeued, "waiting": self.waiting,
-                "deferred": self.deferred}
+                "deferred": self.deferred, "sr_exported": self.sr_exported}
 
 
 def redis_client(broker_url: str) -> Any:
@@ -111,7 +117,21 @@ def sweep(settings: Settings, older_than: dt.timedelta, force: bool = False, app
         log.info("sweep: sent %d stale jobs again (%d waiting behind a busy queue, %d not sent)",
                  len(summary.requeued), summary.waiting, summary.deferred,
                  extra={"requeued": len(summary.requeued), "waiting": summary.waiting, "deferred": summary.deferred})
+    summary.sr_exported = _export_lost_reports(settings, older_than)
     return summary
+
+
+def _export_lost_reports(settings: Settings, older_than: dt.timedelta) -> int:
+    """The SRs still owed, exported (``worker.sr_export.export_pending``); how many; never raises."""
+    if settings.sr_dir is None and settings.sr_destination is None:
+        return 0
+    try:
+        from worker.sr_export import export_pending
+
+        return len(export_pending(settings, older_than).done)
+    except Exception as exc:  # noqa: BLE001 - an SR problem must never break the sweep
+        log.warning("SR export skipped: %s", type(exc).__name__)
+        return 0
 
 
 class PeriodicSweeper:

@@ -215,7 +215,8 @@ def test_process_writes_an_sr_whose_ellipse_is_on_the_head(fetalhc_env: pytest.M
     sr = pydicom.dcmread(sr_path)
 
     with session_scope(get_settings().database_url) as s:
-        assert s.scalars(select(Measurement)).one().hc_mm == row["hc_mm"]
+        stored = s.scalars(select(Measurement)).one()
+        assert (stored.hc_mm, stored.sr_status) == (row["hc_mm"], "done")  # written: the sweep has nothing owed
     scoords = [i for i in _items(sr) if i.ValueType == "SCOORD"]
     assert len(scoords) == 1
     points = np.asarray(scoords[0].GraphicData, dtype=float).reshape(4, 2)
@@ -224,3 +225,101 @@ def test_process_writes_an_sr_whose_ellipse_is_on_the_head(fetalhc_env: pytest.M
     assert np.linalg.norm(points.mean(axis=0) - truth_centre) < 3.0  # px
     assert np.linalg.norm(points[1] - points[0]) / 2 == pytest.approx(a, rel=0.05)
     assert np.linalg.norm(points[3] - points[2]) / 2 == pytest.approx(b, rel=0.05)
+
+
+# -- SRs owed (measurements.sr_status) and the sweep's export ----------------------------------------------
+
+def _store_owed(settings: Settings, rows: list[dict[str, Any]], ages_s: list[float]) -> None:
+    """Store rows as the pipeline does before its export (``mark_owed``), last updated ``ages_s`` ago."""
+    from sqlalchemy import update
+
+    from db import upgrade, upsert_measurement
+    from worker.sr_export import mark_owed
+
+    upgrade(settings.database_url)
+    mark_owed(rows)
+    now = dt.datetime.now(dt.timezone.utc)
+    with session_scope(settings.database_url) as s:
+        for row, age in zip(rows, ages_s):
+            upsert_measurement(s, row)
+            s.execute(update(Measurement).where(Measurement.sop_instance_uid == row["sop_instance_uid"])
+                      .values(updated_at=now - dt.timedelta(seconds=age)))
+
+
+def _sr_statuses(settings: Settings) -> dict[str, str | None]:
+    with session_scope(settings.database_url) as s:
+        return {m.path: m.sr_status for m in s.scalars(select(Measurement))}
+
+
+def test_only_measured_rows_of_a_file_owe_an_sr(tmp_path: Path) -> None:
+    from worker.sr_export import mark_owed
+
+    rows = [_row(tmp_path, "a.dcm"), _row(tmp_path, "b.dcm", status="needs_review"),
+            _row(tmp_path, "c.dcm", status="not_head"), _row(tmp_path, "d.dcm", status="failed"),
+            {**_row(tmp_path, "e.dcm"), "path": None}]
+    mark_owed(rows)
+    assert [r["sr_status"] for r in rows] == ["pending", "pending", None, None, None]
+
+
+def test_an_sr_owed_is_sent_once_the_destination_is_back(fetalhc_env: pytest.MonkeyPatch, tmp_path: Path,
+                                                         scp: StorageScp) -> None:
+    from worker.sr_export import export_pending
+
+    settings = _settings(fetalhc_env, SR_DESTINATION=f"dimse://NOBODY@127.0.0.1:{free_port()}")
+    row = _row(tmp_path)
+    _store_owed(settings, [row], [600])
+
+    down = export_pending(settings, dt.timedelta(seconds=60))
+    assert (down.done, len(down.retry)) == ([], 1)
+    assert _sr_statuses(settings) == {row["path"]: "pending"}
+    assert export_pending(settings, dt.timedelta(seconds=60)).retry == []  # just tried: not again this sweep
+
+    settings = _settings(fetalhc_env, SR_DESTINATION=scp.url)  # the PACS is back
+    summary = export_pending(settings, dt.timedelta(0))
+
+    assert len(summary.done) == 1 and len(scp.received) == 1
+    assert scp.received[0].CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0] \
+        .ReferencedSOPSequence[0].ReferencedSOPInstanceUID == row["sop_instance_uid"]
+    assert _sr_statuses(settings) == {row["path"]: "done"}
+    assert list((settings.spool_dir / "sr").glob("*.dcm")) == []  # sent: the outbox is empty again
+    assert export_pending(settings, dt.timedelta(0)).done == []
+
+
+def test_the_sweep_exports_a_bounded_batch_and_gives_up_on_a_vanished_source(
+        fetalhc_env: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from worker.sr_export import export_pending
+
+    settings = _settings(fetalhc_env, SR_DIR=str(tmp_path / "reports"))
+    rows = [_row(tmp_path, "a.dcm"), _row(tmp_path, "b.dcm"), _row(tmp_path, "c.dcm")]
+    _store_owed(settings, rows, [900, 800, 700])
+    Path(rows[1]["path"]).unlink()  # spool retention removed it
+
+    first = export_pending(settings, dt.timedelta(seconds=60), limit=2)
+    assert (len(first.done), len(first.unbuilt)) == (1, 1)
+    assert _sr_statuses(settings) == {rows[0]["path"]: "done", rows[1]["path"]: "failed",
+                                      rows[2]["path"]: "pending"}
+    second = export_pending(settings, dt.timedelta(seconds=60), limit=2)
+    assert (len(second.done), second.unbuilt) == (1, [])
+    assert export_pending(settings, dt.timedelta(seconds=60), limit=2).done == []  # nothing owed any more
+    refs = {pydicom.dcmread(f).CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+            .ReferencedSOPSequence[0].ReferencedSOPInstanceUID for f in (tmp_path / "reports").glob("*.dcm")}
+    assert refs == {rows[0]["sop_instance_uid"], rows[2]["sop_instance_uid"]}
+    assert PATIENT_ID not in caplog.text
+
+
+def test_an_unwritable_outbox_leaves_the_sr_owed_and_a_database_down_never_raises(
+        fetalhc_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from worker.sr_export import export_pending
+
+    (tmp_path / "reports").write_text("a file where the folder should be")
+    settings = _settings(fetalhc_env, SR_DIR=str(tmp_path / "reports"))
+    row = _row(tmp_path)
+    _store_owed(settings, [row], [600])
+
+    summary = export_pending(settings, dt.timedelta(seconds=60))
+    assert (summary.done, len(summary.retry), summary.unbuilt) == ([], 1, [])
+    assert _sr_statuses(settings) == {row["path"]: "pending"}  # fixed by the operator, then a later sweep's
+
+    down = _settings(fetalhc_env, DATABASE_URL=f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}",
+                     SR_DIR=str(tmp_path / "elsewhere"))
+    assert export_pending(down, dt.timedelta(seconds=60)).done == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_requeue_command_reports_what_it_did(settings: Settings, capsys: pytest.
 
     assert main(["requeue", "--stale", "--older-than", "30", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == {"requeued": 1, "job_ids": [received], "waiting": 0, "deferred": 0}
+    assert report == {"requeued": 1, "job_ids": [received], "waiting": 0, "deferred": 0, "sr_exported": 0}
 
 
 def test_a_broker_that_is_down_leaves_jobs_for_the_next_sweep(settings: Settings,
@@ -124,3 +125,76 @@ def test_a_broker_that_is_down_leaves_jobs_for_the_next_sweep(settings: Settings
     private_redis.start()
     assert _status(settings, job) == "received"
     assert sweep(settings, dt.timedelta(seconds=60)).requeued == [job]
+
+
+_LOST_BEFORE_EXPORT = """
+import os, sys
+import worker.sr_export
+worker.sr_export.export_and_record = lambda *a, **k: os._exit(137)  # killed after the commit, before the SR
+from worker.cli import main
+main(["process", sys.argv[1]])
+"""
+
+
+def test_an_sr_lost_between_the_commit_and_the_export_is_regenerated_by_the_sweep(
+        settings: Settings, fetalhc_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``fetalhc process`` dies right after committing its row; the next sweep writes the SR it owed."""
+    import os
+    import subprocess
+    import sys
+
+    import pydicom
+    from sqlalchemy import select
+
+    from db import Measurement
+    from dicom_io.phantom import make_phantom
+    from dicom_io.writer import write_us_image
+    from worker.sweeper import sweep
+
+    repo = Path(__file__).resolve().parents[2]
+    reports = tmp_path / "reports"
+    fetalhc_env.setenv("FETALHC_SR_DIR", str(reports))
+    get_settings.cache_clear()
+    settings = get_settings()
+    phantom = make_phantom(hc_mm=190.0, spacing_mm=0.15, angle=0.5, seed=3)
+    scan = write_us_image(tmp_path / "scan.dcm", phantom.image, phantom.spacing_mm)
+
+    proc = subprocess.run([sys.executable, "-c", _LOST_BEFORE_EXPORT, str(scan)], cwd=repo, capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, text=True, timeout=300)
+
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    with session_scope(settings.database_url) as s:
+        row = s.scalars(select(Measurement)).one()
+        assert row.status in ("measured", "needs_review") and row.sr_status == "pending"
+        uid = row.sop_instance_uid
+    assert not list(reports.glob("*.dcm"))  # the SR was lost with the process
+    assert sweep(settings, dt.timedelta(seconds=60)).sr_exported == 0  # young: its worker may be exporting it
+    with session_scope(settings.database_url) as s:
+        s.execute(update(Measurement).values(updated_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=600)))
+
+    assert sweep(settings, dt.timedelta(seconds=60)).sr_exported == 1
+    assert sweep(settings, dt.timedelta(0)).sr_exported == 0  # done: never again
+
+    (sr_file,) = reports.glob("*.dcm")
+    assert pydicom.dcmread(sr_file).CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0] \
+        .ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
+    with session_scope(settings.database_url) as s:
+        assert s.scalars(select(Measurement)).one().sr_status == "done"
+
+
+def test_an_sr_error_never_breaks_the_sweep(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                            private_redis: PrivateRedis) -> None:
+    import worker.sr_export
+    from worker.sweeper import sweep
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the SR code")
+
+    monkeypatch.setattr(worker.sr_export, "export_pending", broken)
+    with_sr = dataclasses.replace(settings, sr_dir=Path("/nonexistent/reports"))
+    received = _job(settings, JobStatus.RECEIVED, 600)
+
+    summary = sweep(with_sr, dt.timedelta(seconds=60))
+
+    assert (summary.requeued, summary.sr_exported) == ([received], 0)
+    assert _queued_job_ids(private_redis.url) == [received]
