@@ -19,6 +19,7 @@ import torch
 
 from db import JobStatus, MeasurementStatus, session_scope, set_job_status, upsert_measurement
 from dicom_io import DicomError, Scan
+from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
 from dicom_io.reader import open_scans, parse_date, read_dataset
 from models.biometry import Biometry
@@ -218,9 +219,13 @@ def _header_identity(path: Path) -> dict[str, Any]:
 
 
 def measure_rows(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
-    """Measure the items without storing anything; one row (dict of columns plus ``path``) each."""
-    _measure(ctx, items)
-    return [_row(ctx, item) for item in items]
+    """Measure the items without storing anything; one row (dict of columns plus ``path``) each.
+
+    Each scan's decoding is bounded by ``FETALHC_MAX_SCAN_MB`` (``over_memory_budget`` failures).
+    """
+    with scan_budget(ctx.settings.max_scan_mb):
+        _measure(ctx, items)
+        return [_row(ctx, item) for item in items]
 
 
 def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[dict[str, Any]]) -> None:
@@ -244,14 +249,17 @@ def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[
     """Measure the items and store them (``measure_rows`` then ``store_rows``); returns the rows.
 
     Then, when ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set, the DICOM SR of each stored
-    measured or needs_review row (``worker.sr_export``: never raises, never touches the stored rows).
+    measured or needs_review row (``worker.sr_export``: never raises; only the rows' ``sr_status`` records it).
     """
     rows = measure_rows(ctx, items)
-    store_rows(ctx.settings.database_url, items, rows)
-    if ctx.settings.sr_dir is not None or ctx.settings.sr_destination is not None:
-        from worker.sr_export import export_reports
+    sr_on = ctx.settings.sr_dir is not None or ctx.settings.sr_destination is not None
+    if sr_on:  # the SR owed is stored with its row: one lost before the export is left for the sweep
+        from worker.sr_export import export_and_record, mark_owed
 
-        export_reports(ctx.settings, rows)
+        mark_owed(rows)
+    store_rows(ctx.settings.database_url, items, rows)
+    if sr_on:
+        export_and_record(ctx.settings, rows)
     for row in rows:
         log.info("measured job=%s status=%s reason=%s hc_mm=%s ms=%s", row.get("job_id"), row["status"],
                  row.get("reason"), row.get("hc_mm"), row["total_ms"])

@@ -494,3 +494,13 @@ def test_the_page_shows_not_a_head_plane_with_the_score_instead_of_hc(tmp_path: 
     assert measured["status"] == "measured"
     assert "HC (mm)181.2" in measured["result"] and "Head-plane score0.970" in measured["result"]
     assert "not a head plane" not in measured["result"]
+
+
+def test_measure_refuses_a_scan_over_the_memory_budget(fetalhc_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``FETALHC_MAX_SCAN_MB`` bounds /api/measure as it bounds the worker: 422 ``over_memory_budget``."""
+    fetalhc_env.setenv("FETALHC_MAX_SCAN_MB", "0.1")  # less than one 480 x 640 frame (0.29 MiB)
+    path = write_us_image(tmp_path / "big.dcm", np.zeros((480, 640), np.uint8), 0.15)
+    with running() as url:
+        status, body = post(url + "/api/measure", path.read_bytes())
+    assert (status, body["status"], body["reason"]) == (422, "failed", "over_memory_budget")
+    assert "FETALHC_MAX_SCAN_MB" in body["message"]

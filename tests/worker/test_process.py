@@ -80,3 +80,26 @@ def test_process_records_failures_with_reasons(
         assert sorted(m.reason for m in s.scalars(select(Measurement))) == ["blank_image", "uncalibrated"]
         assert sorted(j.reason for j in s.scalars(select(Job))) == ["blank_image", "not_dicom", "uncalibrated"]
         assert {j.status for j in s.scalars(select(Job))} == {"failed"}
+
+
+def test_process_refuses_a_scan_over_the_memory_budget(
+        fetalhc_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``FETALHC_MAX_SCAN_MB`` bounds ``fetalhc process`` as it bounds the worker: a permanent, recorded failure."""
+    fetalhc_env.setenv("FETALHC_MAX_SCAN_MB", "0.1")  # 0.1 MiB: less than one 480 x 640 frame (0.29 MiB)
+    path = write_us_image(tmp_path / "big.dcm", np.zeros((480, 640), np.uint8), 0.15)
+
+    code, rows = _run_json(capsys, str(path))
+
+    assert code == 3
+    assert (rows[0]["status"], rows[0]["reason"]) == ("failed", "over_memory_budget")
+    assert "FETALHC_MAX_SCAN_MB" in rows[0]["detail"]
+    with session_scope(fetalhc_env_url()) as s:
+        assert [(m.status, m.reason) for m in s.scalars(select(Measurement))] == [("failed", "over_memory_budget")]
+        assert [(j.status, j.reason) for j in s.scalars(select(Job))] == [("failed", "over_memory_budget")]
+
+    fetalhc_env.setenv("FETALHC_MAX_SCAN_MB", "8")  # within budget: read (a blank frame, so not a head)
+    from worker.settings import get_settings
+
+    get_settings.cache_clear()
+    code, rows = _run_json(capsys, str(path))
+    assert rows[0]["reason"] != "over_memory_budget"
