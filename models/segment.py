@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from models.biometry import Biometry, measure_head
 from models.errors import MeasurementError, NotHeadPlane
 from models.head_plane import HeadPlaneGate
 from models.preprocess import logits_to_full_size, prepare_input, to_unit_float
+
+if TYPE_CHECKING:
+    from models.backends import ForwardPass
 
 # Below this standard deviation (on a 0..1 scale) an image holds no echo pattern to segment.
 MIN_CONTRAST = 0.01
@@ -36,23 +40,29 @@ class Segmentation:
 
 
 @torch.inference_mode()
-def predict_member_logits(net: nn.Module, batch: torch.Tensor,
+def predict_member_logits(net: nn.Module | ForwardPass, batch: torch.Tensor,
                           flips: Sequence[tuple[int, ...]] = TTA_FLIPS) -> torch.Tensor:
-    """Logits of each flipped copy of a (N, 1, H, W) batch, flipped back: (F, N, 1, H, W)."""
-    members = []
-    for dims in flips:
-        y = net(torch.flip(batch, dims) if dims else batch)
-        members.append(torch.flip(y, dims) if dims else y)
-    return torch.stack(members)
+    """Logits of each flipped copy of a (N, 1, H, W) batch, flipped back: (F, N, 1, H, W).
+
+    ``net`` is the torch network or a ``models.backends.ForwardPass``; one with ``stack_flips``
+    (an exported model) runs all flipped copies as one batch of F x N.
+    """
+    flipped = [torch.flip(batch, dims) if dims else batch for dims in flips]
+    if getattr(net, "stack_flips", False):
+        outputs = net(torch.cat(flipped)).split(len(batch))
+    else:
+        outputs = [net(x) for x in flipped]
+    return torch.stack([torch.flip(y, dims) if dims else y for y, dims in zip(outputs, flips)])
 
 
-def predict_logits(net: nn.Module, batch: torch.Tensor, flips: Sequence[tuple[int, ...]] = TTA_FLIPS) -> torch.Tensor:
+def predict_logits(net: nn.Module | ForwardPass, batch: torch.Tensor,
+                   flips: Sequence[tuple[int, ...]] = TTA_FLIPS) -> torch.Tensor:
     """Mean logits over the flipped copies of a (N, 1, H, W) batch."""
     return predict_member_logits(net, batch, flips).mean(dim=0)
 
 
 def segment_with_members(
-    net: nn.Module, images: Sequence[np.ndarray], input_size: tuple[int, int],
+    net: nn.Module | ForwardPass, images: Sequence[np.ndarray], input_size: tuple[int, int],
     device: torch.device | str = "cpu", flips: Sequence[tuple[int, ...]] = TTA_FLIPS,
 ) -> list[Segmentation]:
     """Mean and per-flip probability maps of each image, from one batched forward pass per flip."""
@@ -69,7 +79,7 @@ def segment_with_members(
 
 
 def segment_images(
-    net: nn.Module, images: Sequence[np.ndarray], input_size: tuple[int, int],
+    net: nn.Module | ForwardPass, images: Sequence[np.ndarray], input_size: tuple[int, int],
     device: torch.device | str = "cpu", flips: Sequence[tuple[int, ...]] = TTA_FLIPS,
 ) -> list[np.ndarray]:
     """Skull probability maps (mean over flips) at each image's own size."""
@@ -99,7 +109,7 @@ def with_agreement(bio: Biometry, members: Sequence[np.ndarray], spacing: tuple[
 
 
 def measure_images(
-    net: nn.Module, images: Sequence[np.ndarray], spacings_mm: Sequence[tuple[float, float]],
+    net: nn.Module | ForwardPass, images: Sequence[np.ndarray], spacings_mm: Sequence[tuple[float, float]],
     input_size: tuple[int, int], device: torch.device | str = "cpu", gate: HeadPlaneGate | None = None,
 ) -> list[Biometry | Exception]:
     """Segment and measure a batch; each item is a Biometry or the error that image raised.

@@ -1,0 +1,324 @@
+"""Inference backends for the segmentation network: PyTorch, or its ONNX export run by OpenVINO or ONNX Runtime.
+
+Every backend is a ``ForwardPass``: a callable taking a (N, 1, H, W) float32 batch (NumPy array or
+torch tensor, at the model's input size) and returning the logits as a (N, 1, H, W) torch tensor.
+``models.segment`` accepts one wherever it accepts the torch network.
+
+The exported model is derived from the weights on first use (``torch.onnx.export`` of the loaded
+network, dynamic batch axis, the model's input size) and cached by ``model_version`` (the weights
+file's sha256) in ``$XDG_CACHE_HOME/fetalhc/models`` or a given folder; it is never downloaded.
+
+Example:
+    >>> from models.weights import load_weights
+    >>> model = load_weights()
+    >>> forward = make_forward(model, "auto")           # OpenVINO on CPU when it is installed
+    >>> measure_images(forward, images, spacings, model.input_size)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import io
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from enum import Enum
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.errors import FetalHCError
+from models.weights import LoadedModel, cached_model
+
+log = logging.getLogger(__name__)
+
+# ONNX opset of the export; part of the cached file's name, so changing it exports again.
+ONNX_OPSET = 17
+# Largest batch one exported-model call runs (8 scans x 3 flips); bigger batches go in chunks.
+MAX_EXPORTED_BATCH = 24
+# Python package that provides each exported backend.
+_PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+
+
+class Backend(str, Enum):
+    """Values of ``FETALHC_BACKEND``."""
+
+    AUTO = "auto"  # OpenVINO on CPU when installed, else ONNX Runtime when installed, else torch; torch on CUDA
+    TORCH = "torch"
+    OPENVINO = "openvino"  # CPU only
+    ONNXRUNTIME = "onnxruntime"  # CPU only (the onnxruntime CPU wheel)
+
+
+class BackendUnavailable(FetalHCError):
+    """An inference backend was asked for that cannot run here (package missing, or not on this device)."""
+
+    reason = "backend_unavailable"
+
+
+@runtime_checkable
+class ForwardPass(Protocol):
+    """The network's forward pass: (N, 1, H, W) float32 in, (N, 1, H, W) logits out.
+
+    ``stack_flips`` tells ``models.segment`` to run all test-time flips as one batch of F x N.
+    """
+
+    backend: Backend
+    stack_flips: bool
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor: ...
+
+
+def parse_backend(name: str | Backend) -> Backend:
+    """The backend called ``name``; the error lists the valid choices."""
+    try:
+        return Backend(name)
+    except ValueError:
+        valid = ", ".join(b.value for b in Backend)
+        raise ValueError(f"unknown inference backend {name!r}; choose one of: {valid}") from None
+
+
+@cache
+def backend_available(backend: Backend) -> bool:
+    """Whether ``backend``'s package imports in this environment (torch always does)."""
+    if backend in (Backend.TORCH, Backend.AUTO):
+        return True
+    try:
+        importlib.import_module(_PACKAGES[backend.value])
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(name: str | Backend, device: torch.device | str = "cpu") -> Backend:
+    """The concrete backend ``name`` means on ``device``.
+
+    ``auto``: torch on CUDA; on CPU OpenVINO when installed, else ONNX Runtime when installed, else torch.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+        BackendUnavailable: an explicitly named backend whose package is missing, or a CPU-only one on CUDA.
+    """
+    backend = parse_backend(name)
+    on_cuda = torch.device(device).type == "cuda"
+    if backend is Backend.AUTO:
+        if on_cuda:
+            return Backend.TORCH
+        for candidate in (Backend.OPENVINO, Backend.ONNXRUNTIME):
+            if backend_available(candidate):
+                return candidate
+        return Backend.TORCH
+    if backend is Backend.TORCH:
+        return backend
+    if on_cuda:
+        raise BackendUnavailable(f"inference backend {backend.value!r} runs on CPU only; with FETALHC_DEVICE=cuda "
+                                 "use FETALHC_BACKEND=torch or auto")
+    if not backend_available(backend):
+        raise BackendUnavailable(f"inference backend {backend.value!r} needs the {_PACKAGES[backend.value]!r} "
+                                 f"package, which is not installed: pip install {_PACKAGES[backend.value]}, or "
+                                 "use FETALHC_BACKEND=auto or torch")
+    return backend
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """Where exported models are cached: ``$XDG_CACHE_HOME/fetalhc/models`` (``~/.cache`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fetalhc" / "models"
+
+
+def export_onnx(net: nn.Module, input_size: tuple[int, int]) -> bytes:
+    """The ONNX bytes of ``net`` at ``input_size`` (H, W), batch axis dynamic, input ``image``, output ``logits``.
+
+    Uses the TorchScript exporter (``dynamo=False``), which needs the ``onnx`` package but not ``onnxscript``.
+    """
+    param = next(net.parameters(), None)
+    if param is not None and param.device.type != "cpu":
+        net = copy.deepcopy(net).cpu()
+    was_training = net.training
+    net.eval()
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The legacy exporter warns that it is legacy, and that eval-mode InstanceNorm is exported with
+            # input statistics: true of MONAI's InstanceNorm (no running statistics) in eval mode too.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, 1, *input_size),), buffer, input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                              opset_version=ONNX_OPSET, dynamo=False)
+    finally:
+        net.train(was_training)
+    return buffer.getvalue()
+
+
+def exported_model_path(model: LoadedModel, cache_dir: str | Path | None = None) -> Path:
+    """The cache file of ``model``'s export: named by its ``model_version`` (sha256) and the opset."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / f"{model.model_version}.opset{ONNX_OPSET}.onnx"
+
+
+def exported_onnx(model: LoadedModel, cache_dir: str | Path | None = None, refresh: bool = False) -> bytes:
+    """``model``'s ONNX export, from the cache, or exported now and cached (unless ``refresh``: always exported).
+
+    The file is written to a temporary name in the same folder and renamed into place, so processes
+    exporting at once never see a partial file. A cache folder that cannot be written is logged and
+    the export kept in memory only.
+    """
+    path = exported_model_path(model, cache_dir)
+    if not refresh and path.is_file():
+        return path.read_bytes()
+    data = export_onnx(model.net, model.input_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        log.info("exported %s (%s) to %s", model.model_name, model.model_version[:12], path)
+    except OSError as exc:
+        log.warning("cannot cache the exported model in %s (%s); keeping it in memory", path.parent, exc)
+    return data
+
+
+# -- forward passes ---------------------------------------------------------------------------------
+
+
+def _as_input(batch: np.ndarray | torch.Tensor, input_size: tuple[int, int]) -> np.ndarray:
+    """A contiguous float32 (N, 1, H, W) array, checked against the exported model's input size."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.detach().cpu().numpy()
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != tuple(input_size):
+        raise ValueError(f"expected a (N, 1, {input_size[0]}, {input_size[1]}) batch, got shape {x.shape}")
+    return x
+
+
+def _chunks(x: np.ndarray) -> list[np.ndarray]:
+    """``x`` split along the batch axis into pieces of at most MAX_EXPORTED_BATCH."""
+    return [x[i:i + MAX_EXPORTED_BATCH] for i in range(0, len(x), MAX_EXPORTED_BATCH)]
+
+
+class TorchForward:
+    """The torch network itself (eval mode, inference mode); flips run one batch each, as before backends."""
+
+    backend = Backend.TORCH
+    stack_flips = False
+
+    def __init__(self, net: nn.Module, device: torch.device | str = "cpu") -> None:
+        self.net = net
+        self.device = torch.device(device)
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Logits of a (N, 1, H, W) batch, on the network's device."""
+        x = torch.as_tensor(batch, dtype=torch.float32).to(self.device)
+        with torch.inference_mode():
+            return self.net(x)
+
+
+class OnnxRuntimeForward:
+    """The exported model in an ONNX Runtime CPU session."""
+
+    backend = Backend.ONNXRUNTIME
+    stack_flips = True
+
+    def __init__(self, onnx_model: bytes, input_size: tuple[int, int], threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(onnx_model, sess_options=options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_size = input_size
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Logits of a (N, 1, H, W) batch, as a CPU tensor."""
+        x = _as_input(batch, self.input_size)
+        out = [self.session.run(None, {self.input_name: chunk})[0] for chunk in _chunks(x)]
+        return torch.from_numpy(np.concatenate(out) if len(out) > 1 else out[0])
+
+
+class OpenVinoForward:
+    """The exported model compiled by OpenVINO for the CPU, in float32.
+
+    OpenVINO's CPU plugin would otherwise run in bfloat16 on CPUs that have it (logits off by several
+    units); ``INFERENCE_PRECISION_HINT=f32`` keeps it within 1e-4 of torch, relatively.
+    """
+
+    backend = Backend.OPENVINO
+    stack_flips = True
+
+    def __init__(self, onnx_model: bytes, input_size: tuple[int, int], threads: int | None = None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        }
+        self.compiled = core.compile_model(core.read_model(onnx_model), "CPU", config)
+        self.input_size = input_size
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: callers from several threads take turns
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Logits of a (N, 1, H, W) batch, as a CPU tensor."""
+        x = _as_input(batch, self.input_size)
+        out = []
+        with self._lock:
+            for chunk in _chunks(x):
+                self._request.infer({0: chunk})
+                out.append(np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True))
+        return torch.from_numpy(np.concatenate(out) if len(out) > 1 else out[0])
+
+
+_EXPORTED: dict[Backend, type[OnnxRuntimeForward | OpenVinoForward]] = {
+    Backend.ONNXRUNTIME: OnnxRuntimeForward, Backend.OPENVINO: OpenVinoForward,
+}
+
+
+def make_forward(model: LoadedModel, backend: str | Backend = "auto", device: torch.device | str = "cpu",
+                 cache_dir: str | Path | None = None, threads: int | None = None) -> ForwardPass:
+    """The forward pass of ``model`` through ``backend`` (resolved by ``resolve_backend``) on ``device``.
+
+    Exported backends export the network on first use (cached in ``cache_dir``, see ``exported_onnx``)
+    and use ``threads`` CPU threads (default: ``torch.get_num_threads()``, which the worker sets).
+    A cached export that no longer loads is exported again once.
+    """
+    chosen = resolve_backend(backend, device)
+    if chosen is Backend.TORCH:
+        return TorchForward(model.net, device)
+    cls = _EXPORTED[chosen]
+    was_cached = exported_model_path(model, cache_dir).is_file()
+    try:
+        return cls(exported_onnx(model, cache_dir), model.input_size, threads)
+    except Exception as exc:  # ONNX Runtime's load errors derive from Exception only
+        if not was_cached:
+            raise
+        log.warning("cached export of %s does not load (%s); exporting again", model.model_version[:12], exc)
+        return cls(exported_onnx(model, cache_dir, refresh=True), model.input_size, threads)
+
+
+@lru_cache(maxsize=4)
+def cached_forward(path: str | None, device: str, backend: str = "auto", cache_dir: str | None = None) -> ForwardPass:
+    """One forward pass per (weights, device, backend, cache folder) in this process (worker processes call this)."""
+    return make_forward(cached_model(path, device), backend, device, cache_dir)
