@@ -15,10 +15,21 @@ from db.repository import (
     stale_jobs,
     upsert_measurement,
 )
-from db.tables import Base, Job, JobStatus, Measurement, MeasurementStatus, SrStatus
+from db.tables import (
+    FINISHED_JOB_STATUSES,
+    JOB_STATUS_OF,
+    REPORTABLE_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    Base,
+    Job,
+    JobStatus,
+    Measurement,
+    MeasurementStatus,
+    SrStatus,
+)
 
 __all__ = [
-    "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "SchemaError", "SrStatus", "create_job",
+    "FINISHED_JOB_STATUSES", "JOB_STATUS_OF", "REPORTABLE_STATUSES", "UNFINISHED_JOB_STATUSES", "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "SchemaError", "SrStatus", "create_job",
     "current_revision", "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "measured_uids",
     "pending_reports", "query_measurements", "row_dict", "session_scope", "set_job_status", "set_sr_status",
     "stale_jobs", "upgrade", "upsert_measurement",

@@ -23,6 +23,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, MetaData, create_engine, inspect, text
 
 from db.tables import Base
+from models.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ BASELINE = "0001"  # the schema that ``create_all`` made before migrations exist
 VERSION_TABLE = "alembic_version"
 # pg_advisory_xact_lock key shared by every fetalhc process on a database: the bytes of "fetalhc".
 PG_LOCK_KEY = int.from_bytes(b"fetalhc", "big")
-
-
-class SchemaError(RuntimeError):
-    """The database schema cannot be brought to this fetalhc's revision without a person deciding."""
 
 
 def configure_kwargs(dialect: str) -> dict[str, Any]:

@@ -10,11 +10,19 @@ from sqlalchemy import Select, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.tables import MEASUREMENT_COLUMNS, Job, JobStatus, Measurement, MeasurementStatus, SrStatus
+from db.tables import (
+    FINISHED_JOB_STATUSES,
+    MEASUREMENT_COLUMNS,
+    UNFINISHED_JOB_STATUSES,
+    Job,
+    JobStatus,
+    Measurement,
+    MeasurementStatus,
+    SrStatus,
+)
 
 _KEY = ("sop_instance_uid", "frame", "model_version")
 _NOT_UPDATED = {"id", "created_at", *_KEY}
-_UNFINISHED = (JobStatus.RECEIVED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
@@ -130,7 +138,7 @@ def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str
     elif status is JobStatus.RUNNING:
         values["started_at"] = now
         values["attempts"] = Job.attempts + 1
-    elif status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.NEEDS_REVIEW, JobStatus.NOT_HEAD):
+    elif status in FINISHED_JOB_STATUSES:
         values["finished_at"] = now
     if reason is not None or status in (JobStatus.DONE, JobStatus.NEEDS_REVIEW, JobStatus.QUEUED, JobStatus.RUNNING):
         values["reason"] = reason
@@ -148,8 +156,8 @@ def get_job(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def stale_jobs(session: Session, older_than: dt.timedelta, statuses: Sequence[JobStatus] = (
-        JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.RUNNING)) -> list[Job]:
+def stale_jobs(session: Session, older_than: dt.timedelta, statuses: Sequence[JobStatus] = UNFINISHED_JOB_STATUSES
+               ) -> list[Job]:
     """Jobs stuck in ``statuses`` longer than ``older_than`` (by their last update)."""
     cutoff = dt.datetime.now(dt.timezone.utc) - older_than
     stmt = select(Job).where(Job.status.in_([s.value for s in statuses]), Job.updated_at < cutoff).order_by(Job.id)
@@ -161,13 +169,13 @@ def pending_uids(session: Session, uids: Iterable[str]) -> set[str]:
     uids = list(uids)
     if not uids:
         return set()
-    stmt = select(Job.sop_instance_uid).where(Job.sop_instance_uid.in_(uids), Job.status.in_(_UNFINISHED))
+    stmt = select(Job.sop_instance_uid).where(Job.sop_instance_uid.in_(uids), Job.status.in_(UNFINISHED_JOB_STATUSES))
     return set(session.scalars(stmt))
 
 
 def count_unfinished_jobs(session: Session, source: str | None = None) -> int:
     """Jobs received, queued or running (of one ``source`` when given): the work in flight."""
-    stmt = select(func.count()).select_from(Job).where(Job.status.in_(_UNFINISHED))
+    stmt = select(func.count()).select_from(Job).where(Job.status.in_(UNFINISHED_JOB_STATUSES))
     if source is not None:
         stmt = stmt.where(Job.source == source)
     return int(session.scalar(stmt) or 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from enum import Enum
+from enum import StrEnum
 
 from sqlalchemy import (
     Date,
@@ -23,7 +23,7 @@ class Base(DeclarativeBase):
     """Declarative base of fetalhc's tables."""
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """Life of a scan that arrived: received -> queued -> running -> done | needs_review | not_head | failed."""
 
     RECEIVED = "received"
@@ -35,7 +35,7 @@ class JobStatus(str, Enum):
     FAILED = "failed"
 
 
-class MeasurementStatus(str, Enum):
+class MeasurementStatus(StrEnum):
     """Outcome stored on a measurement row (``not_head``: no HC, set aside by the head-plane gate)."""
 
     MEASURED = "measured"
@@ -44,7 +44,7 @@ class MeasurementStatus(str, Enum):
     FAILED = "failed"
 
 
-class SrStatus(str, Enum):
+class SrStatus(StrEnum):
     """The DICOM SR owed for a measurement row (``measurements.sr_status``; NULL: none owed).
 
     ``pending``: stored with the row when SR export is on and the row is measured or needs_review, so a
@@ -58,8 +58,15 @@ class SrStatus(str, Enum):
     FAILED = "failed"
 
 
+# The status sets, defined once here (StrEnum members compare and bind as their strings).
 UNFINISHED_JOB_STATUSES: tuple[JobStatus, ...] = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED_JOB_STATUSES: tuple[JobStatus, ...] = tuple(s for s in JobStatus if s not in UNFINISHED_JOB_STATUSES)
+# What a scan's job becomes from its measurement row's status.
+JOB_STATUS_OF: dict[MeasurementStatus, JobStatus] = {
+    MeasurementStatus.MEASURED: JobStatus.DONE, MeasurementStatus.NEEDS_REVIEW: JobStatus.NEEDS_REVIEW,
+    MeasurementStatus.NOT_HEAD: JobStatus.NOT_HEAD, MeasurementStatus.FAILED: JobStatus.FAILED}
+# Rows that get a number (and a DICOM SR when SR export is on): measured and needs_review.
+REPORTABLE_STATUSES: tuple[MeasurementStatus, ...] = (MeasurementStatus.MEASURED, MeasurementStatus.NEEDS_REVIEW)
 
 
 def _now() -> dt.datetime:

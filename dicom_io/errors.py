@@ -37,3 +37,9 @@ class DecodeBudgetError(UnsupportedImageError):
     """Decoding this scan would need more memory than ``FETALHC_MAX_SCAN_MB`` allows (from its declared size)."""
 
     reason = "over_memory_budget"
+
+
+class SrError(FetalHCError, ValueError):
+    """A measurement row or source header from which no correct SR can be built (the message says why)."""
+
+    reason = "sr_unbuildable"

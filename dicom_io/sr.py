@@ -35,12 +35,13 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from dicom_io.errors import SrError
+
 PRIVATE_SCHEME = "99FETALHC"
 PRIVATE_SCHEME_NAME = "fetalhc local codes"
 MANUFACTURER = "fetalhc"
 SERIES_NUMBER = 9301
 SERIES_DESCRIPTION = "fetalhc automated head biometry"
-REPORTABLE = ("measured", "needs_review")
 
 MM = hd.sr.CodedConcept("mm", "UCUM", "mm")
 DAYS = hd.sr.CodedConcept("d", "UCUM", "days")
@@ -56,6 +57,9 @@ STATUS_VALUES = {
     "measured": hd.sr.CodedConcept("MEASURED", PRIVATE_SCHEME, "Measured"),
     "needs_review": hd.sr.CodedConcept("NEEDS_REVIEW", PRIVATE_SCHEME, "Needs review"),
 }
+# The row statuses a report is written for: those it can code (db.tables.REPORTABLE_STATUSES is the same set;
+# dicom_io does not import the database, tests/dicom_io/test_sr.py checks that they agree).
+REPORTABLE = tuple(STATUS_VALUES)
 FLAG_CODES = {
     "low_confidence": ("LOW_CONFIDENCE", "Low segmentation confidence"),
     "irregular_boundary": ("IRREG_BOUNDARY", "Irregular skull boundary"),
@@ -70,10 +74,6 @@ GA_EQUATIONS = {
 }
 # Where the row's millimetre frame starts in the full image, by calibration source (dicom_io.scan.SpacingSource).
 _FRAME_SOURCES = ("us_region", "pixel_spacing")
-
-
-class SrError(ValueError):
-    """A measurement row or source header from which no correct SR can be built (the message says why)."""
 
 
 @dataclass(frozen=True)

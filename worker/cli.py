@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models.errors import FetalHCError
 from worker.settings import get_settings
 
 log = logging.getLogger("fetalhc")
@@ -659,9 +660,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configure_logging(get_settings().log_format, logging.INFO if args.verbose else logging.WARNING)
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a bad option, setting or path (ConfigError is a ValueError)
         print(f"fetalhc {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except FetalHCError as exc:  # the one place the CLI turns fetalhc's own errors into a line and a status
+        hint = " (temporary: try again later)" if exc.transient else ""
+        print(f"fetalhc {args.command}: error: {exc}{hint}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

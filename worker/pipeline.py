@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from db import JobStatus, MeasurementStatus, session_scope, set_job_status, upsert_measurement
+from db import JOB_STATUS_OF, MeasurementStatus, session_scope, set_job_status, upsert_measurement
 from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
@@ -239,8 +239,7 @@ def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[dict
             if row.get("sop_instance_uid"):
                 upsert_measurement(session, row)
             if item.job_id is not None:
-                status = {"measured": JobStatus.DONE, "needs_review": JobStatus.NEEDS_REVIEW,
-                          "not_head": JobStatus.NOT_HEAD, "failed": JobStatus.FAILED}[row["status"]]
+                status = JOB_STATUS_OF[row["status"]]
                 set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
                                sop_instance_uid=row.get("sop_instance_uid"))
 

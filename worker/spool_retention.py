@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
-from db import Job, JobStatus, session_scope
+from db import FINISHED_JOB_STATUSES, Job, session_scope
 from worker.ingest.spool import SUFFIX, is_valid_uid
 from worker.settings import Settings
 
@@ -50,7 +50,6 @@ ORPHAN_MARGIN = dt.timedelta(days=1)
 BATCH = 500
 KEEP_FOLDERS = ("api",)  # top-level folders others create on demand: removing them races their writers
 TEMP_SUFFIXES = (".tmp", ".part")
-_FINISHED = (JobStatus.DONE.value, JobStatus.NEEDS_REVIEW.value, JobStatus.NOT_HEAD.value, JobStatus.FAILED.value)
 
 
 @dataclass
@@ -232,7 +231,7 @@ class _Pruner:
 
     def _in_use(self, row: Any) -> bool:
         """A job still needs its file: unfinished, or finished after the cutoff."""
-        if row.status not in _FINISHED:
+        if row.status not in FINISHED_JOB_STATUSES:
             return True
         finished = _aware(row.finished_at) or _aware(row.updated_at)
         return finished is None or finished >= self.cutoff
@@ -241,7 +240,7 @@ class _Pruner:
         """Append the pruned note (UTC date) to each job's detail (status and reason kept); returns jobs updated."""
         ids = sorted(set(job_ids))
         stmt = (update(Job)
-                .where(Job.id.in_(ids), Job.status.in_(_FINISHED),
+                .where(Job.id.in_(ids), Job.status.in_(FINISHED_JOB_STATUSES),
                        or_(Job.detail.is_(None), ~Job.detail.contains(PRUNED_NOTE, autoescape=True)))
                 .values(detail=func.coalesce(Job.detail + "; ", "") + self.note)
                 .execution_options(synchronize_session=False))

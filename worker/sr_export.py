@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from db import SrStatus, pending_reports, session_scope, set_sr_status
+from db import REPORTABLE_STATUSES, SrStatus, pending_reports, session_scope, set_sr_status
 from db.tables import MEASUREMENT_COLUMNS
 from dicom_io.reader import read_dataset
-from dicom_io.sr import REPORTABLE, HeadMeasurement, SrError, build_sr, write_sr
+from dicom_io.sr import HeadMeasurement, SrError, build_sr, write_sr
 from models.errors import FetalHCError
 from worker import metrics
 from worker.settings import Settings
@@ -40,10 +40,6 @@ STORED = (0x0000, 0xB000, 0xB006, 0xB007)
 SWEEP_BATCH = 50  # pending SRs one sweep exports at most (a PACS that is down costs one failed association)
 
 RowKey = tuple[str, int, str]  # (SOP Instance UID, frame, model version): a measurement row's key
-
-
-class SendError(RuntimeError):
-    """The destination did not take an SR (no association, refused context, failure status)."""
 
 
 @dataclass
@@ -141,7 +137,7 @@ def export_reports(settings: Settings, rows: Iterable[dict[str, Any]]) -> SendSu
     unbuilt: list[RowKey] = []
     retry: list[RowKey] = []
     for row in rows:
-        if row.get("status") not in REPORTABLE or not row.get("path"):
+        if row.get("status") not in REPORTABLE_STATUSES or not row.get("path"):
             continue
         try:
             path = _build(settings, row)
@@ -190,7 +186,7 @@ def mark_owed(rows: Iterable[dict[str, Any]]) -> None:
     Any other row owes no SR (None: a not_head or failed row replacing a measurement owes none either).
     """
     for row in rows:
-        reportable = row.get("status") in REPORTABLE and row.get("path") and row.get("sop_instance_uid")
+        reportable = row.get("status") in REPORTABLE_STATUSES and row.get("path") and row.get("sop_instance_uid")
         row["sr_status"] = SrStatus.PENDING.value if reportable else None
 
 

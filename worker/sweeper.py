@@ -34,7 +34,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from db import JobStatus, session_scope, set_job_status, stale_jobs
+from db import UNFINISHED_JOB_STATUSES, JobStatus, session_scope, set_job_status, stale_jobs
 from worker.celery_app import LIVE_QUEUE, QUEUES, app_for, create_app
 from worker.enqueue import BROKER_ERRORS, send
 from worker.settings import Settings
@@ -50,7 +50,6 @@ PRUNE_EVERY_S = 3600.0  # spool retention is counted in days: one prune an hour 
 # kombu's Redis transport keeps a queue's messages of priority p > 0 in the list "<queue>\x06\x16<p>".
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (0, 3, 6, 9)
-_UNFINISHED = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass
@@ -111,7 +110,7 @@ def sweep(settings: Settings, older_than: dt.timedelta, force: bool = False, app
             summary.deferred += 1
             continue
         with session_scope(settings.database_url) as session:  # never over a job that finished meanwhile
-            set_job_status(session, job_id, JobStatus.QUEUED, only_from=_UNFINISHED)
+            set_job_status(session, job_id, JobStatus.QUEUED, only_from=UNFINISHED_JOB_STATUSES)
         summary.requeued.append(job_id)
     if summary.requeued or summary.deferred:
         log.info("sweep: sent %d stale jobs again (%d waiting behind a busy queue, %d not sent)",

@@ -20,9 +20,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from db import JobStatus, get_job, session_scope, set_job_status
+from db import (
+    FINISHED_JOB_STATUSES,
+    JOB_STATUS_OF,
+    UNFINISHED_JOB_STATUSES,
+    JobStatus,
+    get_job,
+    session_scope,
+    set_job_status,
+)
 from dicom_io.bounds import scan_budget
-from models.errors import FetalHCError
+from models.errors import TransientError
 from worker import metrics
 from worker.celery_app import LIVE_QUEUE
 from worker.logs import job_context
@@ -37,20 +45,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError, RedisConnectionError, RedisTimeoutError,
     KombuOperationalError, ConnectionError, TimeoutError)
 MAX_RETRIES = 8  # backoff 2, 4, 8, ... 60 s (full jitter): a few minutes of outage before giving up
-_FINISHED = (JobStatus.DONE.value, JobStatus.NEEDS_REVIEW.value, JobStatus.NOT_HEAD.value, JobStatus.FAILED.value)
-_UNFINISHED = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.RUNNING)
-_JOB_STATUS = {"measured": JobStatus.DONE.value, "needs_review": JobStatus.NEEDS_REVIEW.value,
-               "not_head": JobStatus.NOT_HEAD.value, "failed": JobStatus.FAILED.value}
-
-
-class TransientError(FetalHCError):
-    """A database or broker error worth retrying; its message names only the error's type.
-
-    (The original error's text can hold SQL and values; the retry log line shows only this.)
-    """
-
-    reason = "transient"
-    transient = True
 
 
 _RETRY = dict(autoretry_for=(TransientError,), retry_backoff=2, retry_backoff_max=60, retry_jitter=True,
@@ -89,7 +83,7 @@ def _interrupted_before(triples: Sequence[tuple[int, str, float | None]], retrie
     try:
         with session_scope(settings.database_url) as session:
             jobs = [get_job(session, job_id) for job_id, _, _ in triples]
-            return any(j is not None and j.status not in _FINISHED and j.attempts > retries for j in jobs)
+            return any(j is not None and j.status not in FINISHED_JOB_STATUSES and j.attempts > retries for j in jobs)
     except TRANSIENT_ERRORS as exc:
         raise TransientError(f"database: {type(exc).__name__}") from exc
 
@@ -135,7 +129,7 @@ def _measure_jobs(task: Any, triples: Sequence[tuple[int, str, float | None]]) -
         now = dt.datetime.now(dt.timezone.utc)
         for row in rows:
             job_id = row["job_id"]
-            job_status = _JOB_STATUS[row["status"]]
+            job_status = JOB_STATUS_OF[row["status"]]
             metrics.record_scan(job_status, row.get("reason"),
                                 seconds=row["total_ms"] / 1000 if row.get("total_ms") is not None else None,
                                 turnaround_s=(now - received_at[job_id]).total_seconds()
@@ -158,7 +152,7 @@ def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]],
             if job is None:
                 log.warning("job %s does not exist; dropping its message", job_id)
                 summaries[job_id] = {"job_id": job_id, "status": "unknown_job"}
-            elif job.status in _FINISHED:
+            elif job.status in FINISHED_JOB_STATUSES:
                 summaries[job_id] = {"job_id": job_id, "status": job.status, "duplicate": True}
             elif job.attempts - retries >= settings.max_attempts:
                 # Started again and again without finishing (each time a worker died or the task
@@ -171,7 +165,7 @@ def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]],
                 metrics.record_scan(JobStatus.FAILED.value, "poison")
                 summaries[job_id] = {"job_id": job_id, "status": "failed", "reason": "poison"}
             else:
-                set_job_status(session, job_id, JobStatus.RUNNING, only_from=_UNFINISHED)
+                set_job_status(session, job_id, JobStatus.RUNNING, only_from=UNFINISHED_JOB_STATUSES)
                 received_at[job_id] = _aware(job.received_at)
                 todo.append((job_id, path, ga))
     return summaries, todo, received_at
@@ -197,7 +191,8 @@ def _fail_all(settings: Settings, job_ids: Sequence[int], reason: str, detail: s
     try:
         with session_scope(settings.database_url) as session:
             for job_id in job_ids:
-                set_job_status(session, job_id, JobStatus.FAILED, reason=reason, detail=detail, only_from=_UNFINISHED)
+                set_job_status(session, job_id, JobStatus.FAILED, reason=reason, detail=detail,
+                               only_from=UNFINISHED_JOB_STATUSES)
     except TRANSIENT_ERRORS as exc:
         log.error("%d jobs: could not record their failure (%s) either; the sweeper will find them",
                   len(job_ids), type(exc).__name__)

@@ -288,9 +288,10 @@ def test_every_list_of_finished_job_statuses_includes_not_head() -> None:
 
     finished = {s.value for s in FINISHED_JOB_STATUSES}
     assert "not_head" in finished and not finished & {s.value for s in UNFINISHED_JOB_STATUSES}
-    assert set(worker.tasks._FINISHED) == finished
-    assert set(worker.spool_retention._FINISHED) == finished
-    assert set(worker.tasks._JOB_STATUS) == {s.value for s in MeasurementStatus}
+    # One definition (db.tables), used by the task and by spool retention, not copies of it.
+    assert worker.tasks.FINISHED_JOB_STATUSES is FINISHED_JOB_STATUSES
+    assert worker.spool_retention.FINISHED_JOB_STATUSES is FINISHED_JOB_STATUSES
+    assert {s.value for s in worker.tasks.JOB_STATUS_OF} == {s.value for s in MeasurementStatus}
 
 
 def test_spool_retention_prunes_a_long_finished_not_head_scan(env: Settings) -> None:

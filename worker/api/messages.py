@@ -11,18 +11,23 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import FetalHCError
+
 API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
-class ApiError(Exception):
-    """An answer other than 200: HTTP status, a short machine-readable ``reason`` and the message."""
+class ApiError(FetalHCError):
+    """An answer other than 200: HTTP status, a short machine-readable ``reason`` and the message.
+
+    Transient when the status is 503 (the database or model is not there yet: try again later).
+    """
 
     def __init__(self, status: int, reason: str, message: str, extra: dict[str, Any] | None = None) -> None:
-        super().__init__(status, reason, message, extra)
+        super().__init__(message, reason)
+        self.args = (status, reason, message, extra)
         self.status = status
-        self.reason = reason
-        self.message = message
         self.extra = extra or {}
+        self.transient = status == 503
 
     def body(self) -> dict[str, Any]:
         """The JSON body: ``status`` (failed), ``reason``, ``message`` and any extra fields."""

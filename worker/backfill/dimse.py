@@ -45,6 +45,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicom_io.reader import ULTRASOUND_SOP_CLASSES
+from models.errors import RetrieveError
 from worker.backfill.folder import in_range, parse_da
 from worker.backfill.runner import Candidate
 from worker.ingest.intake import is_ultrasound
@@ -61,17 +62,6 @@ STORAGE_TRANSFER_SYNTAXES = (
 PENDING = (0xFF00, 0xFF01)  # C-FIND/C-GET/C-MOVE: pending, more to come
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
-
-
-class RetrieveError(RuntimeError):
-    """The PACS did not deliver an instance (association refused, failed sub-operation, timeout)."""
-
-    def __init__(self, message: str, reason: str = "retrieve_failed") -> None:
-        super().__init__(message, reason)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def dicom_range(since: dt.date | None, until: dt.date | None) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from db import Job, JobStatus, session_scope
+from db import UNFINISHED_JOB_STATUSES, Job, session_scope
 from dicom_io.reader import ULTRASOUND_SOP_CLASSES
 from worker.enqueue import enqueue_one
 from worker.ingest.spool import content_digest, spool_path, variant_path, write_atomic
@@ -17,7 +17,6 @@ from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_UNFINISHED = (JobStatus.RECEIVED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 # One instance written at a time per process: the "is a job still reading it" check and the write go together.
 _SPOOL_LOCK = threading.Lock()
 
@@ -81,5 +80,5 @@ def spool_target(settings: Settings, sop_instance_uid: str, data: bytes | Path) 
 
 def _unfinished_job_reads(settings: Settings, path: Path) -> bool:
     with session_scope(settings.database_url) as session:
-        stmt = select(Job.id).where(Job.path == str(path.resolve()), Job.status.in_(_UNFINISHED)).limit(1)
+        stmt = select(Job.id).where(Job.path == str(path.resolve()), Job.status.in_(UNFINISHED_JOB_STATUSES)).limit(1)
         return session.scalar(stmt) is not None
