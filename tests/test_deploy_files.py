@@ -7,7 +7,6 @@ nothing is started. The names of the real settings are derived from worker/setti
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import re
 import shlex
@@ -41,10 +40,10 @@ def setting_names() -> set[str]:
 
 def _is_read(name: str, monkeypatch: pytest.MonkeyPatch) -> bool:
     """True when setting ``name`` to a nonsense value changes Settings() or makes it refuse the value."""
-    baseline = dataclasses.asdict(Settings())
+    baseline = Settings().model_dump()
     monkeypatch.setenv(name, "zz-not-a-default-value")
     try:
-        return dataclasses.asdict(Settings()) != baseline
+        return Settings().model_dump() != baseline
     except Exception:  # noqa: BLE001 - refused (not a number, not a choice...): it was read
         return True
     finally:
@@ -54,7 +53,7 @@ def _is_read(name: str, monkeypatch: pytest.MonkeyPatch) -> bool:
 def test_setting_names_are_derived_from_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     names = setting_names()
     # One variable per Settings field: a field read some other way would be missed by the scan above.
-    assert len(names) == len(dataclasses.fields(Settings)), sorted(names)
+    assert len(names) == len(Settings.model_fields), sorted(names)
     not_read = sorted(n for n in names if not _is_read(n, monkeypatch))
     assert not not_read, f"derived names that Settings() does not react to: {not_read}"
     assert not _is_read("FETALHC_NO_SUCH_SETTING", monkeypatch)  # the probe above can say no

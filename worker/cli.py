@@ -166,12 +166,10 @@ def cmd_spool(args: argparse.Namespace) -> int:
 
 def _ingest_settings(args: argparse.Namespace) -> Any:
     """The settings, with the command line's ingest options (AE title, port, ...) laid over them."""
-    import dataclasses
-
     settings = get_settings()
     overrides = {name: getattr(args, name) for name in ("ae_title", "listen_host", "listen_port", "accept_other")
                  if getattr(args, name, None) is not None}
-    return dataclasses.replace(settings, **overrides) if overrides else settings
+    return settings.replace(**overrides) if overrides else settings
 
 
 def cmd_listen(args: argparse.Namespace) -> int:

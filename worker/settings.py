@@ -1,32 +1,68 @@
-"""Runtime settings from ``FETALHC_*`` environment variables, with safe defaults."""
+"""Runtime settings from ``FETALHC_*`` environment variables, with safe defaults (pydantic-settings).
+
+Every variable is a typed field: numbers must be numbers of the right kind (``FETALHC_BATCH_SIZE=8.5``
+is refused, not rounded), choices are ``StrEnum``s, secrets are ``SecretStr`` (never in a repr or a
+log). A value that cannot be used stops the process at start with a ``ConfigError`` naming the
+variable and what it may be. An empty variable counts as unset.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.errors import ConfigError
 
 
 def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fetalhc"
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(f"FETALHC_{name}", "").strip()
-    return value or default
+class Device(StrEnum):
+    """Where the network runs (``FETALHC_DEVICE``): a GPU when there is one, or as named."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"FETALHC_{name}={raw!r} is not a number") from None
+class GrowthStandardName(StrEnum):
+    """The fetal growth standard HC is read against (``FETALHC_GROWTH_STANDARD``; models.growth.Standard)."""
+
+    INTERGROWTH = "intergrowth"
+    WHO = "who"
 
 
-@dataclass(frozen=True)
-class Settings:
+class AcceptOther(StrEnum):
+    """What the listener does with non-ultrasound instances (``FETALHC_ACCEPT_OTHER``)."""
+
+    IGNORE = "ignore"  # answered Success, dropped
+    REFUSE = "refuse"  # refused at association negotiation
+
+
+class LogFormat(StrEnum):
+    """``FETALHC_LOG_FORMAT``: human text, or one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def _env(name: str, default: Any = None, *, factory: Any = None, secret: bool = False) -> Any:
+    """The field read from ``FETALHC_<name>`` (exactly that name), with its default or default factory."""
+    extra = {"secret": True} if secret else None
+    if factory is not None:
+        return Field(default_factory=factory, validation_alias=f"FETALHC_{name}", json_schema_extra=extra)
+    return Field(default=default, validation_alias=f"FETALHC_{name}", json_schema_extra=extra)
+
+
+class Settings(BaseSettings):
     """Everything configurable, read once per process.
 
     Variables (prefix ``FETALHC_``): ``DATABASE_URL`` (default: an SQLite file under
@@ -63,68 +99,94 @@ class Settings:
     longer ago than this, and older orphans (``worker.spool_retention``).
     DICOMweb backfill sources that need credentials: ``DICOMWEB_USER`` and ``DICOMWEB_PASSWORD``
     (HTTP basic) or ``DICOMWEB_TOKEN`` (a bearer token), and ``DICOMWEB_CA_BUNDLE`` (a PEM file of
-    the CA certificates to trust for https; default: the system's). Secrets never appear in a repr.
+    the CA certificates to trust for https; default: the system's). Secrets (``SecretStr``) never appear in a repr.
     """
 
-    database_url: str = field(default_factory=lambda: _env("DATABASE_URL", f"sqlite:///{_data_home() / 'fetalhc.db'}"))
-    broker_url: str = field(default_factory=lambda: _env("BROKER_URL", "redis://localhost:6379/0"))
-    weights: str | None = field(default_factory=lambda: _env("WEIGHTS", "") or None)
-    device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
-    spool_dir: Path = field(default_factory=lambda: Path(_env("SPOOL_DIR", str(_data_home() / "spool"))))
-    api_token: str | None = field(default_factory=lambda: _env("API_TOKEN", "") or None, repr=False)
-    growth_standard: str = field(default_factory=lambda: _env("GROWTH_STANDARD", "intergrowth"))
-    batch_size: int = field(default_factory=lambda: int(_env_float("BATCH_SIZE", 8)))
-    task_time_limit_s: float = field(default_factory=lambda: _env_float("TASK_TIME_LIMIT", 300.0))
-    max_attempts: int = field(default_factory=lambda: int(_env_float("MAX_ATTEMPTS", 10)))
-    max_frames: int = field(default_factory=lambda: int(_env_float("MAX_FRAMES", 16)))
-    head_plane_gate: str = field(default_factory=lambda: _env("HEAD_PLANE_GATE", "on"))
-    head_plane_threshold: float | None = field(
-        default_factory=lambda: _env_float("HEAD_PLANE_THRESHOLD", -1.0) if _env("HEAD_PLANE_THRESHOLD", "") else None)
-    ae_title: str = field(default_factory=lambda: _env("AE_TITLE", "FETALHC"))
-    listen_host: str = field(default_factory=lambda: _env("LISTEN_HOST", "0.0.0.0"))
-    listen_port: int = field(default_factory=lambda: int(_env_float("LISTEN_PORT", 11112)))
-    accept_other: str = field(default_factory=lambda: _env("ACCEPT_OTHER", "ignore"))
-    watch_settle_s: float = field(default_factory=lambda: _env_float("WATCH_SETTLE", 5.0))
-    max_scan_mb: float = field(default_factory=lambda: _env_float("MAX_SCAN_MB", 1024.0))
-    max_instance_mb: float = field(default_factory=lambda: _env_float("MAX_INSTANCE_MB", 2048.0))
-    max_associations: int = field(default_factory=lambda: int(_env_float("MAX_ASSOCIATIONS", 64)))
-    dicom_timeout_s: float = field(default_factory=lambda: _env_float("DICOM_TIMEOUT", 30.0))
-    allowed_callers: str = field(default_factory=lambda: _env("ALLOWED_CALLERS", ""))
-    backfill_max_in_flight: int = field(default_factory=lambda: int(_env_float("BACKFILL_MAX_IN_FLIGHT", 32)))
-    sweep_interval_s: float = field(default_factory=lambda: _env_float("SWEEP_INTERVAL", 60.0))
-    stale_after_s: float = field(default_factory=lambda: _env_float("STALE_AFTER", 0.0))
-    metrics_port: int = field(default_factory=lambda: int(_env_float("METRICS_PORT", 9808)))
-    log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "text"))
-    torch_threads: int = field(default_factory=lambda: int(_env_float("TORCH_THREADS", 0)))
-    sr_dir: Path | None = field(default_factory=lambda: Path(_env("SR_DIR", "")) if _env("SR_DIR", "") else None)
-    sr_destination: str | None = field(default_factory=lambda: _env("SR_DESTINATION", "") or None)
-    spool_retention_days: float = field(default_factory=lambda: _env_float("SPOOL_RETENTION_DAYS", 0.0))
-    dicomweb_user: str | None = field(default_factory=lambda: _env("DICOMWEB_USER", "") or None)
-    dicomweb_password: str | None = field(default_factory=lambda: _env("DICOMWEB_PASSWORD", "") or None, repr=False)
-    dicomweb_token: str | None = field(default_factory=lambda: _env("DICOMWEB_TOKEN", "") or None, repr=False)
-    dicomweb_ca_bundle: Path | None = field(
-        default_factory=lambda: Path(_env("DICOMWEB_CA_BUNDLE", "")) if _env("DICOMWEB_CA_BUNDLE", "") else None)
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, validate_by_name=True, validate_by_alias=True,
+                                      extra="forbid", env_ignore_empty=True, validate_default=True)
 
-    def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"FETALHC_DEVICE={self.device!r}; choose one of: auto, cpu, cuda")
-        if self.growth_standard not in ("intergrowth", "who"):
-            raise ValueError(f"FETALHC_GROWTH_STANDARD={self.growth_standard!r}; choose one of: intergrowth, who")
+    database_url: str = _env("DATABASE_URL", factory=lambda: f"sqlite:///{_data_home() / 'fetalhc.db'}")
+    broker_url: str = _env("BROKER_URL", "redis://localhost:6379/0")
+    weights: str | None = _env("WEIGHTS")
+    device: Device = _env("DEVICE", Device.AUTO)
+    spool_dir: Path = _env("SPOOL_DIR", factory=lambda: _data_home() / "spool")
+    api_token: SecretStr | None = _env("API_TOKEN", secret=True)
+    growth_standard: GrowthStandardName = _env("GROWTH_STANDARD", GrowthStandardName.INTERGROWTH)
+    batch_size: int = _env("BATCH_SIZE", 8)
+    task_time_limit_s: float = _env("TASK_TIME_LIMIT", 300.0)
+    max_attempts: int = _env("MAX_ATTEMPTS", 10)
+    max_frames: int = _env("MAX_FRAMES", 16)
+    head_plane_gate: str = _env("HEAD_PLANE_GATE", "on")
+    head_plane_threshold: float | None = _env("HEAD_PLANE_THRESHOLD")
+    ae_title: str = _env("AE_TITLE", "FETALHC")
+    listen_host: str = _env("LISTEN_HOST", "0.0.0.0")
+    listen_port: int = _env("LISTEN_PORT", 11112)
+    accept_other: AcceptOther = _env("ACCEPT_OTHER", AcceptOther.IGNORE)
+    watch_settle_s: float = _env("WATCH_SETTLE", 5.0)
+    max_scan_mb: float = _env("MAX_SCAN_MB", 1024.0)
+    max_instance_mb: float = _env("MAX_INSTANCE_MB", 2048.0)
+    max_associations: int = _env("MAX_ASSOCIATIONS", 64)
+    dicom_timeout_s: float = _env("DICOM_TIMEOUT", 30.0)
+    allowed_callers: str = _env("ALLOWED_CALLERS", "")
+    backfill_max_in_flight: int = _env("BACKFILL_MAX_IN_FLIGHT", 32)
+    sweep_interval_s: float = _env("SWEEP_INTERVAL", 60.0)
+    stale_after_s: float = _env("STALE_AFTER", 0.0)
+    metrics_port: int = _env("METRICS_PORT", 9808)
+    log_format: LogFormat = _env("LOG_FORMAT", LogFormat.TEXT)
+    torch_threads: int = _env("TORCH_THREADS", 0)
+    sr_dir: Path | None = _env("SR_DIR")
+    sr_destination: str | None = _env("SR_DESTINATION")
+    spool_retention_days: float = _env("SPOOL_RETENTION_DAYS", 0.0)
+    dicomweb_user: str | None = _env("DICOMWEB_USER")
+    dicomweb_password: SecretStr | None = _env("DICOMWEB_PASSWORD", secret=True)
+    dicomweb_token: SecretStr | None = _env("DICOMWEB_TOKEN", secret=True)
+    dicomweb_ca_bundle: Path | None = _env("DICOMWEB_CA_BUNDLE")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """``{FETALHC_NAME: field name}`` for every setting."""
+        return {str(f.validation_alias): name for name, f in cls.model_fields.items()}
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (field names) laid over, validated again like the environment's values."""
+        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any, info: Any) -> Any:
+        """An empty or blank value is the default (as an unset variable); other strings lose outer blanks."""
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return value
+
+    @field_validator("head_plane_gate")
+    @classmethod
+    def _gate(cls, value: str) -> str:
+        if value.lower() in ("on", "off"):
+            return value.lower()
+        if not Path(value).is_file():
+            raise ValueError(f"FETALHC_HEAD_PLANE_GATE={value!r}; choose one of: on, off, or the path of a gate file")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        """The rules between and within values that types alone do not say."""
         if self.batch_size < 1:
             raise ValueError("FETALHC_BATCH_SIZE must be at least 1")
         if self.max_frames < 0:
             raise ValueError(f"FETALHC_MAX_FRAMES={self.max_frames}: frames measured per cine, at least 1 "
                              "(0: every frame)")
-        if self.head_plane_gate.lower() in ("on", "off"):
-            object.__setattr__(self, "head_plane_gate", self.head_plane_gate.lower())
-        elif not Path(self.head_plane_gate).is_file():
-            raise ValueError(f"FETALHC_HEAD_PLANE_GATE={self.head_plane_gate!r}; choose one of: on, off, "
-                             "or the path of a gate file")
         if self.head_plane_threshold is not None and not 0.0 <= self.head_plane_threshold <= 1.0:
             raise ValueError(f"FETALHC_HEAD_PLANE_THRESHOLD={self.head_plane_threshold}: a probability from 0 to 1 "
                              "(unset: the gate's own threshold)")
-        if self.accept_other not in ("ignore", "refuse"):
-            raise ValueError(f"FETALHC_ACCEPT_OTHER={self.accept_other!r}; choose one of: ignore, refuse")
         if not (self.max_scan_mb > 0 and self.max_instance_mb > 0 and self.dicom_timeout_s > 0):  # refuses nan too
             raise ValueError("FETALHC_MAX_SCAN_MB, FETALHC_MAX_INSTANCE_MB and FETALHC_DICOM_TIMEOUT must be above 0")
         if self.max_associations < 1:
@@ -139,12 +201,14 @@ class Settings:
             raise ValueError(f"FETALHC_LISTEN_PORT={self.listen_port} is not a TCP port (1-65535)")
         if self.backfill_max_in_flight < 1:
             raise ValueError("FETALHC_BACKFILL_MAX_IN_FLIGHT must be at least 1")
-        if self.log_format not in ("text", "json"):
-            raise ValueError(f"FETALHC_LOG_FORMAT={self.log_format!r}; choose one of: text, json")
         if not 0 <= self.metrics_port < 65536:
             raise ValueError(f"FETALHC_METRICS_PORT={self.metrics_port} is not a TCP port (0 disables)")
-        if self.sweep_interval_s < 0 or self.stale_after_s < 0 or self.torch_threads < 0:
+        if not (self.sweep_interval_s >= 0 and self.stale_after_s >= 0 and self.torch_threads >= 0):
             raise ValueError("FETALHC_SWEEP_INTERVAL, FETALHC_STALE_AFTER and FETALHC_TORCH_THREADS cannot be negative")
+        if not (self.task_time_limit_s > 0 and self.watch_settle_s >= 0):  # refuses nan too
+            raise ValueError("FETALHC_TASK_TIME_LIMIT must be above 0 and FETALHC_WATCH_SETTLE at least 0")
+        if self.max_attempts < 1:
+            raise ValueError("FETALHC_MAX_ATTEMPTS must be at least 1")
         if not 0 <= self.spool_retention_days < 1e6:  # also refuses nan and inf
             raise ValueError(f"FETALHC_SPOOL_RETENTION_DAYS={self.spool_retention_days}: days a finished scan's "
                              "spool file is kept, at least 0 (0: kept for ever)")
@@ -160,6 +224,35 @@ class Settings:
             parse_dimse_url(self.sr_destination)
         if not self.stale_after_s:  # longer than one task plus a retry's backoff plus a wait for a free process
             object.__setattr__(self, "stale_after_s", 2 * self.task_time_limit_s + 120.0)
+        return self
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per refused value: the variable, what was given (never a secret) and what it may be."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        cause = (error.get("ctx") or {}).get("error")
+        if error["type"] == "value_error" and isinstance(cause, Exception):  # our own rule: its message says it all
+            lines.append(str(cause))
+            continue
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = _field(name)
+        given = "" if field is None or _is_secret(field) else f"={error.get('input')!r}"
+        message = error["msg"][0].lower() + error["msg"][1:]
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+            message = "choose one of: " + ", ".join(m.value for m in annotation)
+        lines.append(f"{name}{given}: {message}" if name else message)
+    return "; ".join(lines)
+
+
+def _field(name: str) -> FieldInfo | None:
+    names = Settings.env_names()
+    return Settings.model_fields.get(names.get(name, name))
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return isinstance(field.json_schema_extra, dict) and bool(field.json_schema_extra.get("secret"))
 
 
 @lru_cache(maxsize=1)

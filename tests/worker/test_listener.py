@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,7 +127,7 @@ def test_other_sop_classes_are_ignored_or_refused(mode: str, monkeypatch: pytest
 
 
 def test_database_down_answers_out_of_resources(ingest_settings: Settings) -> None:
-    settings = dataclasses.replace(ingest_settings, database_url="postgresql+psycopg://nobody@127.0.0.1:9/none"
+    settings = ingest_settings.replace(database_url="postgresql+psycopg://nobody@127.0.0.1:9/none"
                                    "?connect_timeout=1")
     port = free_port()
     ae = make_ae(settings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -191,7 +190,7 @@ def test_an_sr_error_never_breaks_the_sweep(settings: Settings, monkeypatch: pyt
         raise RuntimeError("a bug in the SR code")
 
     monkeypatch.setattr(worker.sr_export, "export_pending", broken)
-    with_sr = dataclasses.replace(settings, sr_dir=Path("/nonexistent/reports"))
+    with_sr = settings.replace(sr_dir=Path("/nonexistent/reports"))
     received = _job(settings, JobStatus.RECEIVED, 600)
 
     summary = sweep(with_sr, dt.timedelta(seconds=60))

@@ -215,7 +215,6 @@ def test_enqueue_with_batch_groups_scans_per_message(
 def test_enqueue_publishes_to_the_broker_of_the_settings_it_is_given(
         env: Settings, tmp_path: Path, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
     """The process's own broker (environment) is down; the Settings passed in name a live one."""
-    import dataclasses
 
     import redis
 
@@ -225,7 +224,7 @@ def test_enqueue_publishes_to_the_broker_of_the_settings_it_is_given(
     monkeypatch.setenv("FETALHC_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
     monkeypatch.setattr(worker.celery_app, "_APP", None)
     get_settings.cache_clear()
-    settings = dataclasses.replace(get_settings(), broker_url=private_redis.url)
+    settings = get_settings().replace(broker_url=private_redis.url)
 
     summary = enqueue_files(settings, [_scan(tmp_path / "a.dcm"), _scan(tmp_path / "b.dcm", seed=1)])
 

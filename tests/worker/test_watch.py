@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -98,7 +97,7 @@ def test_non_dicom_and_other_classes_set_aside_hidden_left_alone(drop: tuple) ->
 
 def test_database_down_leaves_the_file_for_the_next_poll(drop: tuple) -> None:
     settings, folder, clock, _ = drop
-    broken = dataclasses.replace(settings, database_url="postgresql+psycopg://nobody@127.0.0.1:9/none"
+    broken = settings.replace(database_url="postgresql+psycopg://nobody@127.0.0.1:9/none"
                                  "?connect_timeout=1")
     watcher = DropFolderWatcher(broken, folder, settle_s=0, clock=clock)
     src = tiny_us(folder / "scan.dcm")

@@ -32,7 +32,7 @@ class ApiApp:
 
     def __init__(self, settings: Settings, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.settings = settings
-        self.token = settings.api_token
+        self.token = settings.api_token.get_secret_value() if settings.api_token else None
         self.max_body_bytes = max_body_bytes
         self.measure_lock = threading.Lock()
         self._context: PipelineContext | None = None

@@ -75,9 +75,9 @@ def dicomweb_session(settings: Settings) -> Any:
 
     session = requests.Session()
     if settings.dicomweb_token:
-        session.headers["Authorization"] = f"Bearer {settings.dicomweb_token}"
+        session.headers["Authorization"] = f"Bearer {settings.dicomweb_token.get_secret_value()}"
     elif settings.dicomweb_user and settings.dicomweb_password:
-        session.auth = (settings.dicomweb_user, settings.dicomweb_password)
+        session.auth = (settings.dicomweb_user, settings.dicomweb_password.get_secret_value())
     if settings.dicomweb_ca_bundle is not None:
         session.verify = str(settings.dicomweb_ca_bundle)
     return session
