@@ -93,12 +93,19 @@ def other_head_items(root: Path) -> list[GateItem]:
 MADE_KINDS = ("abdomen", "thorax", "femur")
 
 
+MADE_PER_IMAGE = 2
+
+
 def made_items(heads: list[GateItem]) -> list[GateItem]:
-    """One made negative per labelled HC18 image, on its own split; kinds in turn."""
-    hc18 = [h for h in heads if h.source == "hc18"]
-    return [GateItem(f"made_{kind}/{h.path.name}", h.path, f"made_{kind}", h.group, NOT_HEAD, h.split,
-                     h.pixel_size_mm, made=kind)
-            for h, kind in zip(hc18, (MADE_KINDS * len(hc18)))]
+    """Two made negatives (of two kinds, in turn) per labelled HC18 image, on that image's split."""
+    hc18 = [h for h in heads if h.source == "hc18" and h.path is not None]
+    items = []
+    for j, h in enumerate(hc18):
+        for k in range(MADE_PER_IMAGE):
+            kind = MADE_KINDS[(j + k) % len(MADE_KINDS)]
+            items.append(GateItem(f"made_{kind}/{h.path.name}", h.path, f"made_{kind}", h.group, NOT_HEAD,
+                                  h.split, h.pixel_size_mm, made=kind))
+    return items
 
 
 PHANTOMS = {"train": 240, "val": 40}

@@ -11,6 +11,7 @@ is 0 and ``has_ellipse`` says so.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -76,7 +77,8 @@ def skull_features(image: np.ndarray, e: Ellipse | None) -> np.ndarray:
     prof, inside = _profiles(smooth, e)
     prof = (prof - lo) / span
     prof = np.where(inside, prof, np.nan)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rays wholly outside the image are NaN: expected
         ring = np.nanmax(np.where(RING[None, :], prof, np.nan), axis=1)
         inner = np.nanpercentile(np.where(INNER[None, :], prof, np.nan), 75, axis=1)
         outer = np.nanmedian(np.where(OUTER[None, :], prof, np.nan), axis=1)
@@ -87,7 +89,9 @@ def skull_features(image: np.ndarray, e: Ellipse | None) -> np.ndarray:
     outer_f = np.where(np.isfinite(outer), outer, inner)
     bright = seen & (ring > inner + BRIGHT_STEP) & (ring > outer_f + BRIGHT_STEP) & (ring > 0.3)
     # Sharpness: the ring's peak against the mean of its own band (a thin bright echo, not a glow).
-    band_mean = np.nanmean(np.where(RING[None, :], prof, np.nan), axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        band_mean = np.nanmean(np.where(RING[None, :], prof, np.nan), axis=1)
     midline = _midline(smooth, e, lo, span)
     out[:] = [
         1.0,
