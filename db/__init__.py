@@ -6,6 +6,8 @@ from db.repository import (
     create_job,
     get_job,
     job_counts,
+    job_dict,
+    measurement_counts,
     measured_uids,
     pending_reports,
     query_measurements,
@@ -30,7 +32,7 @@ from db.tables import (
 
 __all__ = [
     "FINISHED_JOB_STATUSES", "JOB_STATUS_OF", "REPORTABLE_STATUSES", "UNFINISHED_JOB_STATUSES", "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "SchemaError", "SrStatus", "create_job",
-    "current_revision", "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "measured_uids",
+    "current_revision", "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "job_dict", "measurement_counts", "measured_uids",
     "pending_reports", "query_measurements", "row_dict", "session_scope", "set_job_status", "set_sr_status",
     "stale_jobs", "upgrade", "upsert_measurement",
 ]

@@ -24,6 +24,8 @@ from db.tables import (
 _KEY = ("sop_instance_uid", "frame", "model_version")
 _NOT_UPDATED = {"id", "created_at", *_KEY}
 
+MEASUREMENT_ORDERS = ("study_date", "newest")  # query_measurements(order=...)
+
 
 def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
     """Insert the row for (SOP Instance UID, frame, model version) or update it in place.
@@ -196,12 +198,15 @@ def measured_uids(session: Session, model_version: str, uids: Iterable[str]) -> 
 def query_measurements(
     session: Session, patient_id: str | None = None, study_uid: str | None = None, status: str | None = None,
     since: dt.date | None = None, until: dt.date | None = None, limit: int | None = None,
-    exclude_statuses: Sequence[str] = (),
+    exclude_statuses: Sequence[str] = (), order: str = "study_date",
 ) -> list[Measurement]:
-    """Measurements filtered by patient, study, status and study date, oldest study first.
+    """Measurements filtered by patient, study, status and study date.
 
     ``exclude_statuses``: leave rows of these statuses out (ignored when ``status`` is given).
+    ``order``: ``study_date`` (oldest study first) or ``newest`` (the last measured first).
     """
+    if order not in MEASUREMENT_ORDERS:
+        raise ValueError(f"order={order!r}; choose one of: {', '.join(MEASUREMENT_ORDERS)}")
     stmt: Select[tuple[Measurement]] = select(Measurement)
     if patient_id:
         stmt = stmt.where(Measurement.patient_id == patient_id)
@@ -215,7 +220,10 @@ def query_measurements(
         stmt = stmt.where(Measurement.study_date >= since)
     if until:
         stmt = stmt.where(Measurement.study_date <= until)
-    stmt = stmt.order_by(Measurement.study_date, Measurement.id)
+    if order == "newest":
+        stmt = stmt.order_by(Measurement.updated_at.desc(), Measurement.id.desc())
+    else:
+        stmt = stmt.order_by(Measurement.study_date, Measurement.id)
     if limit:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt))
@@ -224,6 +232,21 @@ def query_measurements(
 def job_counts(session: Session) -> dict[str, int]:
     """Number of jobs in each status."""
     return {status: n for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status))}
+
+
+def measurement_counts(session: Session) -> dict[str, int]:
+    """Number of measurement rows in each status."""
+    stmt = select(Measurement.status, func.count()).group_by(Measurement.status)
+    return {status: n for status, n in session.execute(stmt)}
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job row as a plain dict of its columns (dates as ISO strings), for JSON output."""
+    out = {}
+    for column in Job.__table__.columns:
+        value = getattr(job, column.name)
+        out[column.name] = value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
+    return out
 
 
 def row_dict(row: Measurement) -> dict[str, Any]:

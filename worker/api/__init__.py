@@ -1,12 +1,6 @@
 """The HTTP API and web page (``fetalhc serve``): results, stats, jobs, and measuring one uploaded scan.
 
-Standard library only: a ``ThreadingHTTPServer`` whose handler parses the request, checks the
-token, reads a bounded body and hands a ``Request`` to a small handler function chosen from
-``ROUTES``; each handler returns a ``Response`` or raises ``ApiError`` (a JSON error with a
-``reason`` code and a message). Nothing a client sends can end the server: unexpected errors
-become a 500 answer and a log line.
-
-Endpoints (all JSON unless said otherwise):
+FastAPI on uvicorn. Endpoints (JSON unless said otherwise; schema at ``/openapi.json``, docs at ``/docs``):
 
 - ``GET /`` the web page; ``GET /healthz`` database reachable and model file present (200 or 503).
 - ``GET /api/results`` and ``GET /api/results.csv``: stored rows; filters ``patient_id``,
@@ -16,15 +10,17 @@ Endpoints (all JSON unless said otherwise):
 - ``POST /api/measure``: the body is one DICOM file, or a PNG/JPEG with ``?spacing_mm=`` (mm per
   pixel); optional ``ga_days`` (GA at the scan, for the centile) and ``store=1`` (record a job and
   the row, as ``fetalhc process`` does; by default nothing is stored). 200 for a measured head,
-  422 with ``reason`` and ``message`` when the input cannot be measured.
+  422 with ``reason`` and ``message`` when the input cannot be measured, 413 above 64 MB.
 
 When ``FETALHC_API_TOKEN`` is set, every ``/api/`` endpoint needs ``Authorization: Bearer <token>``.
-Log lines carry the method, the path without its query string and the status: query values
-(``patient_id=...``) never reach a log.
+Without one, only requests to this server's own name or address answer (``guards``: DNS
+rebinding), and nowhere do writes from a foreign ``Origin`` or with a form's content type.
+Log lines carry the method, the path without its query string and the status.
 
-Modules: ``messages`` (Request, Response, ApiError), ``app`` (the shared ``ApiApp``), ``pages``
-(web page, health), ``results`` (results, CSV, jobs, stats), ``uploads`` and ``measure`` (measuring
-one upload), ``routes`` (the routing table), ``server`` (the HTTP server and ``make_server``).
+Modules: ``app`` (the shared ``ApiApp``: settings, model, lock), ``routes`` (the FastAPI app),
+``guards`` (Host/Origin checks, logs), ``schemas`` (answers as pydantic models), ``messages``
+(ApiError, JSON encoding), ``pages`` (health), ``results``, ``uploads`` and ``measure``, ``server``
+(uvicorn and ``make_server``).
 
 Example:
     >>> server = make_server(get_settings(), "127.0.0.1", 8080)   # doctest: +SKIP
@@ -34,41 +30,12 @@ Example:
 from __future__ import annotations
 
 from worker.api.app import MAX_BODY_BYTES, ApiApp
-from worker.api.measure import handle_measure, measure_body
-from worker.api.messages import API_HEADERS, ApiError, Request, Response, json_response
-from worker.api.pages import handle_healthz, handle_page
-from worker.api.results import (
-    ORDERS,
-    RESULTS_LIMIT_DEFAULT,
-    RESULTS_LIMIT_MAX,
-    ResultFilters,
-    fetch_rows,
-    handle_job,
-    handle_results,
-    handle_results_csv,
-    handle_stats,
-    parse_filters,
-    parse_limit,
-)
-from worker.api.routes import PREFIX_ROUTES, ROUTES, Handler, Route, find_route
-from worker.api.server import LINGER_S, READ_TIMEOUT_S, ApiServer, RequestHandler, is_loopback, make_server
-from worker.api.uploads import (
-    IMAGE_TYPES,
-    JPEG_MAGIC,
-    MAX_IMAGE_PIXELS,
-    MIN_IMAGE_SIDE_PX,
-    PNG_MAGIC,
-    Upload,
-    image_to_grey,
-    parse_upload,
-    write_dicom,
-)
+from worker.api.guards import LINGER_S, Guard, is_loopback
+from worker.api.messages import API_HEADERS, ApiError, Request, json_response
+from worker.api.routes import REQUEST_DEADLINE_S, create_app
+from worker.api.server import READ_TIMEOUT_S, ApiServer, make_server
 
 __all__ = [
-    "API_HEADERS", "IMAGE_TYPES", "JPEG_MAGIC", "LINGER_S", "MAX_BODY_BYTES", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE_PX",
-    "ORDERS", "PNG_MAGIC", "PREFIX_ROUTES", "READ_TIMEOUT_S", "RESULTS_LIMIT_DEFAULT", "RESULTS_LIMIT_MAX", "ROUTES",
-    "ApiApp", "ApiError", "ApiServer", "Handler", "Request", "RequestHandler", "Response", "ResultFilters", "Route",
-    "Upload", "fetch_rows", "find_route", "handle_healthz", "handle_job", "handle_measure", "handle_page",
-    "handle_results", "handle_results_csv", "handle_stats", "image_to_grey", "is_loopback", "json_response",
-    "make_server", "measure_body", "parse_filters", "parse_limit", "parse_upload", "write_dicom",
+    "API_HEADERS", "LINGER_S", "MAX_BODY_BYTES", "READ_TIMEOUT_S", "REQUEST_DEADLINE_S", "ApiApp", "ApiError",
+    "ApiServer", "Guard", "Request", "create_app", "is_loopback", "json_response", "make_server",
 ]

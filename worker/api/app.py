@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
@@ -96,10 +95,3 @@ class ApiApp:
                     raise ApiError(503, "schema_mismatch", f"the results database needs an administrator: {exc}"
                                    ) from None
                 self._schema_ready = True
-
-    def authorised(self, headers: dict[str, str]) -> bool:
-        """True without a token; else the request carries ``Authorization: Bearer <token>``."""
-        if not self.token:
-            return True
-        scheme, _, value = headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())

@@ -1,4 +1,4 @@
-"""``POST /api/measure``: measure one uploaded scan with the loaded model and answer the result as JSON."""
+"""``POST /api/measure``: measure one uploaded scan with the loaded model; the answer as a dict and a status."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import base64
 import io
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from db import create_job, session_scope
 from dicom_io import SpacingSource
 from worker.api.app import ApiApp
-from worker.api.messages import Request, Response, json_response
-from worker.api.uploads import Upload, parse_upload, write_dicom
+from worker.api.messages import ApiError
+from worker.api.uploads import Upload, write_dicom
 from worker.pipeline import WorkItem, measure_rows, store_rows
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
@@ -81,9 +82,11 @@ def measure_body(row: dict[str, Any], item: WorkItem, upload: Upload, overlay: s
     }
 
 
-def handle_measure(app: ApiApp, req: Request) -> Response:
-    """Measure the uploaded scan with the loaded model; store it only with ``store=1``."""
-    upload = parse_upload(req)
+def measure_upload(app: ApiApp, upload: Upload, deadline: float | None = None) -> tuple[dict[str, Any], int]:
+    """Measure the upload with the loaded model (one at a time); store it only with ``store=1``.
+
+    ``deadline`` (``time.monotonic()``): waiting for the measurement before then; 503 ``busy`` after it.
+    """
     ctx = app.context()
     with tempfile.TemporaryDirectory(prefix="fetalhc-api-") as tmp:
         folder = Path(tmp)  # measured, then forgotten
@@ -97,9 +100,14 @@ def handle_measure(app: ApiApp, req: Request) -> Response:
             with session_scope(app.settings.database_url) as session:
                 job_id = create_job(session, str(path), "api", ga_days_given=upload.ga_days)
         item = WorkItem(path, job_id, upload.ga_days)
-        with app.measure_lock:  # one forward pass (and one matplotlib figure) at a time
+        wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not app.measure_lock.acquire(timeout=wait):
+            raise ApiError(503, "busy", "another measurement is running; try again in a moment")
+        try:  # one forward pass (and one matplotlib figure) at a time
             row = measure_rows(ctx, [item])[0]
             overlay = _overlay_data_url(item, row)
+        finally:
+            app.measure_lock.release()
         if row.get("detail"):  # the reader names the file; the caller knows it as their upload
             row["detail"] = str(row["detail"]).replace(path.name, "the upload")
         if upload.kind != "dicom" and row.get("spacing_source"):
@@ -108,4 +116,4 @@ def handle_measure(app: ApiApp, req: Request) -> Response:
             store_rows(app.settings.database_url, [item], [row])
     log.info("api measure kind=%s status=%s reason=%s stored=%s ms=%s", upload.kind, row["status"],
              row.get("reason"), upload.store, row.get("total_ms"))
-    return json_response(measure_body(row, item, upload, overlay), 422 if row["status"] == "failed" else 200)
+    return measure_body(row, item, upload, overlay), 422 if row["status"] == "failed" else 200

@@ -1,15 +1,16 @@
-"""Request, Response and ApiError: what the API's handlers take, answer and raise, with the JSON encoding."""
+"""ApiError, the parsed ``Request`` the upload parser reads, and the JSON encoding of every answer."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from starlette.responses import Response
 
 from models.errors import FetalHCError
 
@@ -36,7 +37,7 @@ class ApiError(FetalHCError):
 
 @dataclass(frozen=True)
 class Request:
-    """One parsed request: ``path`` without query, ``query`` (first value of each name), the body."""
+    """One upload's request: ``path`` without query, ``query`` (first value of each name), the body."""
 
     method: str
     path: str
@@ -45,23 +46,19 @@ class Request:
     body: bytes = b""
 
 
-@dataclass(frozen=True)
-class Response:
-    """What a handler answers: status, body bytes, content type and extra headers."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as compact JSON (dates as ISO strings, NaN and infinities as null)."""
+    return json.dumps(_jsonable(obj), allow_nan=False, separators=(",", ":")).encode()
 
 
-def json_response(obj: Any, status: int = 200) -> Response:
-    """``obj`` as JSON (dates as ISO strings, NaN and infinities as null)."""
-    text = json.dumps(_jsonable(obj), allow_nan=False, separators=(",", ":"))
-    return Response(status, text.encode(), "application/json", dict(API_HEADERS))
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``obj`` as a JSON answer with the API's headers (no caching, no sniffing, no referrer)."""
+    return Response(json_bytes(obj), status, {**API_HEADERS, **(headers or {})}, media_type="application/json")
 
 
 def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):  # a pydantic answer: its fields, then the rules below
+        value = value.model_dump(mode="python")
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

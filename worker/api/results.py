@@ -1,7 +1,7 @@
-"""The stored-data handlers: results as JSON or CSV (with their filters), one job, counts by status.
+"""The stored-data answers: results as JSON or CSV (with their filters), one job, counts by status.
 
 Rows set aside as ``not_head`` (not a head biometry plane) are left out of the results unless
-``status=not_head`` asks for them; the stats count them.
+``status=not_head`` asks for them; the stats count them. The queries themselves are ``db``'s.
 """
 
 from __future__ import annotations
@@ -12,26 +12,25 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
-
 from db import (
-    Job,
     JobStatus,
-    Measurement,
     MeasurementStatus,
     get_job,
     job_counts,
+    job_dict,
+    measurement_counts,
     query_measurements,
     row_dict,
     session_scope,
 )
+from db.repository import MEASUREMENT_ORDERS
 from db.tables import MEASUREMENT_COLUMNS
 from worker.api.app import ApiApp
-from worker.api.messages import API_HEADERS, ApiError, Request, Response, json_response
+from worker.api.messages import ApiError
 
 RESULTS_LIMIT_DEFAULT = 500  # JSON rows when no limit is given (the CSV has none)
 RESULTS_LIMIT_MAX = 10_000
-ORDERS = ("study_date", "newest")
+ORDERS = MEASUREMENT_ORDERS
 # Spreadsheet programs run cells that start with these as formulas (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 HIDDEN_UNLESS_ASKED = (MeasurementStatus.NOT_HEAD.value,)  # statuses left out of results without ?status=
@@ -59,7 +58,7 @@ def _parse_date(name: str, text: str | None) -> dt.date | None:
         raise ApiError(400, "bad_parameter", f"{name}={text!r} is not a date; write YYYY-MM-DD") from None
 
 
-def parse_filters(query: dict[str, str]) -> ResultFilters:
+def parse_filters(query: dict[str, str | None]) -> ResultFilters:
     """The result filters of a query string (400 on a malformed value)."""
     status = query.get("status") or None
     choices = [s.value for s in MeasurementStatus]
@@ -72,7 +71,7 @@ def parse_filters(query: dict[str, str]) -> ResultFilters:
     return filters
 
 
-def parse_limit(query: dict[str, str], default: int | None) -> int | None:
+def parse_limit(query: dict[str, str | None], default: int | None) -> int | None:
     """``limit`` as 1..RESULTS_LIMIT_MAX (400 otherwise); ``default`` when absent."""
     text = query.get("limit")
     if not text:
@@ -86,23 +85,7 @@ def parse_limit(query: dict[str, str], default: int | None) -> int | None:
     return limit
 
 
-def _filtered(stmt: Select[tuple[Measurement]], f: ResultFilters) -> Select[tuple[Measurement]]:
-    if f.patient_id:
-        stmt = stmt.where(Measurement.patient_id == f.patient_id)
-    if f.study_uid:
-        stmt = stmt.where(Measurement.study_instance_uid == f.study_uid)
-    if f.status:
-        stmt = stmt.where(Measurement.status == f.status)
-    else:
-        stmt = stmt.where(Measurement.status.not_in(HIDDEN_UNLESS_ASKED))
-    if f.since:
-        stmt = stmt.where(Measurement.study_date >= f.since)
-    if f.until:
-        stmt = stmt.where(Measurement.study_date <= f.until)
-    return stmt
-
-
-def fetch_rows(app: ApiApp, query: dict[str, str], default_limit: int | None) -> list[dict[str, Any]]:
+def fetch_rows(app: ApiApp, query: dict[str, str | None], default_limit: int | None) -> list[dict[str, Any]]:
     """Stored rows (as ``row_dict``) matching the query's filters, in the order it asks for."""
     filters, limit = parse_filters(query), parse_limit(query, default_limit)
     order = query.get("order") or "study_date"
@@ -110,20 +93,10 @@ def fetch_rows(app: ApiApp, query: dict[str, str], default_limit: int | None) ->
         raise ApiError(400, "bad_parameter", f"order={order!r}; choose one of: {', '.join(ORDERS)}")
     app.ensure_schema()
     with session_scope(app.settings.database_url) as session:
-        if order == "study_date":
-            rows = query_measurements(session, patient_id=filters.patient_id, study_uid=filters.study_uid,
-                                      status=filters.status, since=filters.since, until=filters.until, limit=limit,
-                                      exclude_statuses=HIDDEN_UNLESS_ASKED)
-        else:  # newest: the last measured first (for the page's "latest results")
-            stmt = _filtered(select(Measurement), filters).order_by(Measurement.updated_at.desc(),
-                                                                     Measurement.id.desc())
-            rows = list(session.scalars(stmt.limit(limit) if limit else stmt))
+        rows = query_measurements(session, patient_id=filters.patient_id, study_uid=filters.study_uid,
+                                  status=filters.status, since=filters.since, until=filters.until, limit=limit,
+                                  exclude_statuses=HIDDEN_UNLESS_ASKED, order=order)
         return [row_dict(r) for r in rows]
-
-
-def handle_results(app: ApiApp, req: Request) -> Response:
-    """Stored measurements as a JSON list (at most ``limit``, RESULTS_LIMIT_DEFAULT by default)."""
-    return json_response(fetch_rows(app, req.query, RESULTS_LIMIT_DEFAULT))
 
 
 def _csv_cell(value: Any) -> Any:
@@ -132,20 +105,17 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def handle_results_csv(app: ApiApp, req: Request) -> Response:
-    """Stored measurements as a CSV download: every column of the table, same filters as JSON."""
-    rows = fetch_rows(app, req.query, None)
+def results_csv(rows: list[dict[str, Any]]) -> bytes:
+    """Rows as a CSV document: every column of the table, cells that would be formulas made text."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(MEASUREMENT_COLUMNS), lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
-    return Response(200, out.getvalue().encode(), "text/csv; charset=utf-8",
-                    {**API_HEADERS, "Content-Disposition": 'attachment; filename="fetalhc-results.csv"'})
+    return out.getvalue().encode()
 
 
-def handle_job(app: ApiApp, req: Request) -> Response:
-    """One job (a scan that arrived) and what became of it."""
-    text = req.path.removeprefix("/api/jobs/")
+def fetch_job(app: ApiApp, text: str) -> dict[str, Any]:
+    """One job (a scan that arrived) and what became of it; 400 for a malformed id, 404 when there is none."""
     if not text.isdigit() or len(text) > 18:
         raise ApiError(400, "bad_parameter", f"job id {text[:40]!r} is not a number")
     app.ensure_schema()
@@ -153,20 +123,19 @@ def handle_job(app: ApiApp, req: Request) -> Response:
         job = get_job(session, int(text))
         if job is None:
             raise ApiError(404, "not_found", f"there is no job {text}")
-        return json_response({c.name: getattr(job, c.name) for c in Job.__table__.columns})
+        return job_dict(job)
 
 
-def handle_stats(app: ApiApp, req: Request) -> Response:
+def fetch_stats(app: ApiApp) -> dict[str, Any]:
     """Jobs and measurements counted by status, and the model this server measures with."""
     app.ensure_schema()
     with session_scope(app.settings.database_url) as session:
         jobs = job_counts(session)
-        measurements = dict(session.execute(
-            select(Measurement.status, func.count()).group_by(Measurement.status)).tuples().all())
+        measurements = measurement_counts(session)
     model = app.model
-    return json_response({
+    return {
         "jobs": {s.value: int(jobs.get(s.value, 0)) for s in JobStatus},
         "measurements": {s.value: int(measurements.get(s.value, 0)) for s in MeasurementStatus},
         "model": {"loaded": model is not None, "name": model.model_name if model else None,
                   "version": model.model_version if model else None},
-    })
+    }
