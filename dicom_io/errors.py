@@ -39,6 +39,22 @@ class DecodeBudgetError(UnsupportedImageError):
     reason = "over_memory_budget"
 
 
+class MalformedReportError(DicomError):
+    """An OB-GYN report that cannot be recorded as one (no UIDs, no content tree, an unwalkable tree).
+
+    ``sop_instance_uid`` / ``study_instance_uid`` hold what could be read (``""`` when not), so the
+    caller can still record the report as malformed. Pickles with its UIDs (Celery ships errors).
+    """
+
+    reason = "malformed_report"
+
+    def __init__(self, message: str, sop_instance_uid: str = "", study_instance_uid: str = "") -> None:
+        super().__init__(message)
+        self.args = (message, sop_instance_uid, study_instance_uid)
+        self.sop_instance_uid = sop_instance_uid
+        self.study_instance_uid = study_instance_uid
+
+
 class SrError(FetalHCError, ValueError):
     """A measurement row or source header from which no correct SR can be built (the message says why)."""
 
