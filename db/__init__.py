@@ -2,6 +2,17 @@
 
 from db.engine import current_revision, dispose_all, get_engine, session_scope, upgrade
 from db.migrate import SchemaError, head_revision
+from db.ob_reports import (
+    SonographerBiometry,
+    StudyDating,
+    get_ob_report,
+    ob_report_fetuses,
+    record_malformed_report,
+    study_dating,
+    study_fetus_count,
+    study_sonographer_hc,
+    upsert_ob_report,
+)
 from db.repository import (
     create_job,
     get_job,
@@ -27,6 +38,9 @@ from db.tables import (
     JobStatus,
     Measurement,
     MeasurementStatus,
+    ObReportFetusRow,
+    ObReportRow,
+    ObReportStatus,
     SrStatus,
 )
 
@@ -35,4 +49,8 @@ __all__ = [
     "current_revision", "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "job_dict", "measurement_counts", "measured_uids",
     "pending_reports", "query_measurements", "row_dict", "session_scope", "set_job_status", "set_sr_status",
     "stale_jobs", "upgrade", "upsert_measurement",
+    # scanners' OB-GYN reports (db.ob_reports)
+    "ObReportFetusRow", "ObReportRow", "ObReportStatus", "SonographerBiometry", "StudyDating", "get_ob_report",
+    "ob_report_fetuses", "record_malformed_report", "study_dating", "study_fetus_count", "study_sonographer_hc",
+    "upsert_ob_report",
 ]

@@ -1,4 +1,5 @@
-"""The results database: ``measurements`` (one row per instance and model, on its best frame) and ``jobs``."""
+"""The results database: ``measurements`` (one row per instance and model, on its best frame), ``jobs``, and the
+scanners' OB-GYN reports (``ob_reports``, one per report instance, with ``ob_report_fetuses``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -165,3 +167,65 @@ class Measurement(Base):
 
 
 MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in Measurement.__table__.columns)
+
+
+class ObReportStatus(StrEnum):
+    """How a scanner's OB-GYN report was read (``ob_reports.status``).
+
+    ``parsed``: read whole; ``partial``: read, some items left out (``detail`` lists them);
+    ``malformed``: recorded by its UIDs only (``reason``/``detail`` say why), no dating from it.
+    """
+
+    PARSED = "parsed"
+    PARTIAL = "partial"
+    MALFORMED = "malformed"
+
+
+class ObReportRow(Base):
+    """One OB-GYN ultrasound report (DICOM SR, TID 5000) a scanner sent: its dating and identity.
+
+    Dates are the report's; ``ga_days_at_report`` is the GA it states for its study date and
+    ``ga_kind`` which (``lmp``: 11885-1 GA by LMP, ``composite_us``: 11888-5 Composite Ultrasound Age).
+    """
+
+    __tablename__ = "ob_reports"
+    __table_args__ = (UniqueConstraint("sop_instance_uid", name="uq_ob_reports_sop_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))  # one row per report instance (upserts)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[dt.date | None] = mapped_column(Date)
+    content_datetime: Mapped[dt.datetime | None] = mapped_column(DateTime)  # the report's own (0008,0023/0033)
+    lmp: Mapped[dt.date | None] = mapped_column(Date)
+    edd: Mapped[dt.date | None] = mapped_column(Date)
+    edd_from_lmp: Mapped[dt.date | None] = mapped_column(Date)
+    ga_days_at_report: Mapped[float | None] = mapped_column(Float)
+    ga_kind: Mapped[str | None] = mapped_column(String(16))  # lmp | composite_us
+    fetus_count: Mapped[int | None] = mapped_column(Integer)
+    manufacturer: Mapped[str | None] = mapped_column(String(64))
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # ObReportStatus
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class ObReportFetusRow(Base):
+    """The sonographer's head biometry of one fetus in one report, in millimetres."""
+
+    __tablename__ = "ob_report_fetuses"
+    __table_args__ = (UniqueConstraint("report_id", "fetus_number", name="uq_ob_report_fetus_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    report_id: Mapped[int] = mapped_column(Integer, ForeignKey("ob_reports.id", ondelete="CASCADE"))
+    fetus_number: Mapped[int] = mapped_column(Integer)  # 1-based, in the report's order
+    fetus_id: Mapped[str | None] = mapped_column(String(64))  # (11951-1, LN) Fetus ID; NULL: not named
+    hc_mm: Mapped[float | None] = mapped_column(Float)
+    bpd_mm: Mapped[float | None] = mapped_column(Float)
+    ofd_mm: Mapped[float | None] = mapped_column(Float)

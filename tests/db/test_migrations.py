@@ -65,14 +65,14 @@ def _legacy_database(url: str) -> None:
 
 
 def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
-    assert BASELINE == "0001" and head_revision() == "0004"
+    assert BASELINE == "0001" and head_revision() == "0005"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
     assert current_revision(empty_url) is None
     assert upgrade(empty_url) == head_revision()
     assert current_revision(empty_url) == head_revision()
-    assert _tables(empty_url) == {"jobs", "measurements", "alembic_version"}
+    assert _tables(empty_url) == {"jobs", "measurements", "ob_reports", "ob_report_fetuses", "alembic_version"}
     inspector = inspect(get_engine(empty_url))
     assert {i["name"] for i in inspector.get_indexes("measurements")} >= {
         "ix_measurements_patient_date", "ix_measurements_status", "ix_measurements_study_instance_uid"}
@@ -254,7 +254,7 @@ def test_0004_adds_sr_status_null_for_existing_rows_and_downgrades(empty_url: st
                           "created_at, updated_at) VALUES ('1.2.11', 1, 'v1', 'measured', 171.5, "
                           "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
     dispose_all()
-    assert upgrade(empty_url) == "0004"
+    assert upgrade(empty_url) == head_revision()
     with session_scope(empty_url) as s:
         upsert_measurement(s, {**_row("1.2.12"), "sr_status": "pending"})
     with session_scope(empty_url) as s:
@@ -265,3 +265,44 @@ def test_0004_adds_sr_status_null_for_existing_rows_and_downgrades(empty_url: st
     with get_engine(empty_url).begin() as conn:
         command.downgrade(alembic_config(conn), "0003")
     assert "sr_status" not in {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
+
+
+def test_0005_adds_the_report_tables_keeps_rows_and_downgrades(empty_url: str) -> None:
+    """From 0004 with a measured row: the two report tables appear (the row untouched), take a report with its
+    fetuses, match the models; 0004 again drops them and keeps the measurement."""
+    from alembic import command
+
+    from db import ObReportFetusRow, ObReportRow, upsert_ob_report
+    from db.migrate import alembic_config
+    from dicom_io import parse_ob_report
+    from tests.dicom_io.ob_reports import Fetus, ob_report_dataset
+
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0004")
+        conn.execute(text("INSERT INTO measurements (sop_instance_uid, frame, model_version, status, hc_mm, "
+                          "created_at, updated_at) VALUES ('1.2.13', 1, 'v1', 'measured', 171.5, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    assert "ob_reports" not in _tables(empty_url)
+    dispose_all()
+    assert upgrade(empty_url) == "0005"
+    inspector = inspect(get_engine(empty_url))
+    assert {i["name"] for i in inspector.get_indexes("ob_reports")} >= {"ix_ob_reports_study_instance_uid"}
+    assert [u["column_names"] for u in inspector.get_unique_constraints("ob_reports")] == [["sop_instance_uid"]]
+    assert [(f["referred_table"], f["constrained_columns"], f["options"].get("ondelete"))
+            for f in inspector.get_foreign_keys("ob_report_fetuses")] == [("ob_reports", ["report_id"], "CASCADE")]
+    report = parse_ob_report(ob_report_dataset(study_uid="1.2.14", fetuses=(Fetus("A", hc_mm=171.0),
+                                                                          Fetus("B", hc_mm=160.0))))
+    with session_scope(empty_url) as s:
+        upsert_ob_report(s, report)
+    with session_scope(empty_url) as s:
+        assert s.scalars(select(Measurement.hc_mm)).all() == [171.5]
+        assert s.scalars(select(ObReportRow.fetus_count)).all() == [2]
+        assert sorted(s.scalars(select(ObReportFetusRow.fetus_id))) == ["A", "B"]
+        assert s.scalar(select(ObReportRow.created_at)) is not None  # the server default
+    assert schema_differences(get_engine(empty_url)) == []
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.downgrade(alembic_config(conn), "0004")
+    assert {"ob_reports", "ob_report_fetuses"}.isdisjoint(_tables(empty_url))
+    with get_engine(empty_url).connect() as conn:
+        assert conn.execute(text("SELECT sop_instance_uid FROM measurements")).scalars().all() == ["1.2.13"]
