@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from db import JOB_STATUS_OF, MeasurementStatus, session_scope, set_job_status, upsert_measurement
+from db.rows import MeasurementRow
 from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
@@ -133,7 +134,7 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
             item.refused = None
 
 
-def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
+def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
     scan = item.best[0] if item.best else (item.refused[0] if item.refused else item.first_scan)
     row: dict[str, Any] = {
         "path": str(item.path), "job_id": item.job_id, "model_name": ctx.model.model_name,
@@ -178,7 +179,7 @@ def _row(ctx: PipelineContext, item: WorkItem) -> dict[str, Any]:
                     "detail": "; ".join([str(error), *_frame_notes(item)])})
         if scan is None:
             row.update(_header_identity(item.path))
-    return row
+    return MeasurementRow.of(**row)
 
 
 def frame_note(plan: FramePlan, best_frame: int | None) -> str | None:
@@ -218,8 +219,8 @@ def _header_identity(path: Path) -> dict[str, Any]:
     }
 
 
-def measure_rows(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
-    """Measure the items without storing anything; one row (dict of columns plus ``path``) each.
+def measure_rows(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[MeasurementRow]:
+    """Measure the items without storing anything; one ``MeasurementRow`` each.
 
     Each scan's decoding is bounded by ``FETALHC_MAX_SCAN_MB`` (``over_memory_budget`` failures).
     """
@@ -228,7 +229,7 @@ def measure_rows(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[s
         return [_row(ctx, item) for item in items]
 
 
-def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[dict[str, Any]]) -> None:
+def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[MeasurementRow]) -> None:
     """Upsert each row with an instance UID and finish each item's job with its outcome.
 
     A file whose instance UID is unknown (unreadable) gets no measurement row, only its job's
@@ -244,7 +245,7 @@ def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[dict
                                sop_instance_uid=row.get("sop_instance_uid"))
 
 
-def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[str, Any]]:
+def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[MeasurementRow]:
     """Measure the items and store them (``measure_rows`` then ``store_rows``); returns the rows.
 
     Then, when ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set, the DICOM SR of each stored
@@ -255,7 +256,7 @@ def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[dict[
     if sr_on:  # the SR owed is stored with its row: one lost before the export is left for the sweep
         from worker.sr_export import export_and_record, mark_owed
 
-        mark_owed(rows)
+        rows = mark_owed(rows)
     store_rows(ctx.settings.database_url, items, rows)
     if sr_on:
         export_and_record(ctx.settings, rows)

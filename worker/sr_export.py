@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from db import REPORTABLE_STATUSES, SrStatus, pending_reports, session_scope, set_sr_status
+from db.rows import MeasurementRow
 from db.tables import MEASUREMENT_COLUMNS
 from dicom_io.reader import read_dataset
 from dicom_io.sr import HeadMeasurement, SrError, build_sr, write_sr
@@ -180,14 +181,17 @@ def export_reports(settings: Settings, rows: Iterable[dict[str, Any]]) -> SendSu
     return summary
 
 
-def mark_owed(rows: Iterable[dict[str, Any]]) -> None:
-    """Set each row's ``sr_status`` before it is stored: ``pending`` for a measured or needs_review row of a file.
+def mark_owed(rows: Iterable[MeasurementRow]) -> list[MeasurementRow]:
+    """The rows with their ``sr_status`` set, before they are stored: ``pending`` for a measured or needs_review
+    row of a file.
 
     Any other row owes no SR (None: a not_head or failed row replacing a measurement owes none either).
     """
+    owed = []
     for row in rows:
         reportable = row.get("status") in REPORTABLE_STATUSES and row.get("path") and row.get("sop_instance_uid")
-        row["sr_status"] = SrStatus.PENDING.value if reportable else None
+        owed.append(row.replace(sr_status=SrStatus.PENDING.value if reportable else None))
+    return owed
 
 
 def record_outcome(database_url: str, summary: SendSummary) -> None:

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage  # type: ignore[attr-def
 from sqlalchemy import select
 
 from db import Measurement, session_scope
+from db.rows import MeasurementRow
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import ScanIdentity, write_us_image
 from tests.worker.ingest_support import free_port
@@ -66,20 +67,20 @@ def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
     return get_settings()
 
 
-def _row(tmp_path: Path, name: str = "us.dcm", status: str = "measured") -> dict[str, Any]:
+def _row(tmp_path: Path, name: str = "us.dcm", status: str = "measured") -> MeasurementRow:
     """A pipeline row of a generated scan (without running the model)."""
     phantom = make_phantom(shape=(240, 320), hc_mm=120.0, seed=1)
     path = write_us_image(tmp_path / name, phantom.image, 0.15, identity=ScanIdentity(
         patient_id=PATIENT_ID, patient_name=PATIENT_NAME, study_date=dt.date(2026, 2, 1)))
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     cx, cy, a, b, angle = phantom.outer
-    return {"path": str(path), "job_id": 7, "sop_instance_uid": ds.SOPInstanceUID, "frame": 1,
+    return MeasurementRow.of(**{"path": str(path), "job_id": 7, "sop_instance_uid": ds.SOPInstanceUID, "frame": 1,
             "study_instance_uid": ds.StudyInstanceUID, "status": status, "hc_mm": 120.4, "bpd_mm": 2 * b * 0.15,
             "ofd_mm": 2 * a * 0.15, "quality": 0.9, "flags": None, "model_name": "unet", "model_version": VERSION,
             "center_x_mm": cx * 0.15, "center_y_mm": cy * 0.15, "semi_axis_a_mm": a * 0.15,
             "semi_axis_b_mm": b * 0.15, "angle_rad": angle, "spacing_mm_x": 0.15, "spacing_mm_y": 0.15,
             "spacing_source": "us_region", "region_x0": 0, "region_y0": 0, "region_x1": 319, "region_y1": 239,
-            "ga_estimate_days": 110.0, "ga_formula": "intergrowth_2016"}
+            "ga_estimate_days": 110.0, "ga_formula": "intergrowth_2016"})
 
 
 def _items(ds: Dataset) -> Iterator[Dataset]:
@@ -229,7 +230,7 @@ def test_process_writes_an_sr_whose_ellipse_is_on_the_head(fetalhc_env: pytest.M
 
 # -- SRs owed (measurements.sr_status) and the sweep's export ----------------------------------------------
 
-def _store_owed(settings: Settings, rows: list[dict[str, Any]], ages_s: list[float]) -> None:
+def _store_owed(settings: Settings, rows: list[MeasurementRow], ages_s: list[float]) -> None:
     """Store rows as the pipeline does before its export (``mark_owed``), last updated ``ages_s`` ago."""
     from sqlalchemy import update
 
@@ -237,7 +238,7 @@ def _store_owed(settings: Settings, rows: list[dict[str, Any]], ages_s: list[flo
     from worker.sr_export import mark_owed
 
     upgrade(settings.database_url)
-    mark_owed(rows)
+    rows = mark_owed(rows)
     now = dt.datetime.now(dt.timezone.utc)
     with session_scope(settings.database_url) as s:
         for row, age in zip(rows, ages_s):
@@ -256,8 +257,8 @@ def test_only_measured_rows_of_a_file_owe_an_sr(tmp_path: Path) -> None:
 
     rows = [_row(tmp_path, "a.dcm"), _row(tmp_path, "b.dcm", status="needs_review"),
             _row(tmp_path, "c.dcm", status="not_head"), _row(tmp_path, "d.dcm", status="failed"),
-            {**_row(tmp_path, "e.dcm"), "path": None}]
-    mark_owed(rows)
+            _row(tmp_path, "e.dcm").replace(path=None)]
+    rows = mark_owed(rows)
     assert [r["sr_status"] for r in rows] == ["pending", "pending", None, None, None]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from db import create_job, session_scope
+from db.rows import MeasurementRow
 from dicom_io import SpacingSource
 from worker.api.app import ApiApp
 from worker.api.messages import ApiError
@@ -20,7 +21,7 @@ from worker.pipeline import WorkItem, measure_rows, store_rows
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
 
 
-def _overlay_data_url(item: WorkItem, row: dict[str, Any]) -> str | None:
+def _overlay_data_url(item: WorkItem, row: MeasurementRow) -> str | None:
     """The measured frame with the fitted ellipse (or the image alone when no head was measured or it is no head)."""
     from models.evaluate.plots import overlay_png
 
@@ -45,7 +46,7 @@ def _split(text: str | None) -> list[str]:
     return [part for part in (text or "").split(",") if part]
 
 
-def measure_body(row: dict[str, Any], item: WorkItem, upload: Upload, overlay: str | None) -> dict[str, Any]:
+def measure_body(row: MeasurementRow, item: WorkItem, upload: Upload, overlay: str | None) -> dict[str, Any]:
     """The JSON answer of /api/measure from the pipeline's row."""
     ellipse = None
     if item.best is not None:
@@ -109,9 +110,9 @@ def measure_upload(app: ApiApp, upload: Upload, deadline: float | None = None) -
         finally:
             app.measure_lock.release()
         if row.get("detail"):  # the reader names the file; the caller knows it as their upload
-            row["detail"] = str(row["detail"]).replace(path.name, "the upload")
+            row = row.replace(detail=str(row["detail"]).replace(path.name, "the upload"))
         if upload.kind != "dicom" and row.get("spacing_source"):
-            row["spacing_source"] = SpacingSource.GIVEN.value  # the caller's spacing_mm, not the file's
+            row = row.replace(spacing_source=SpacingSource.GIVEN.value)  # the caller's spacing_mm, not the file's
         if upload.store:
             store_rows(app.settings.database_url, [item], [row])
     log.info("api measure kind=%s status=%s reason=%s stored=%s ms=%s", upload.kind, row["status"],
