@@ -469,3 +469,26 @@ def test_compose_mounts_the_spool_where_the_settings_point() -> None:
         if spool:
             targets = {str(v).split(":")[1] for v in service.get("volumes", []) if isinstance(v, str)}
             assert spool in targets, f"compose {name}: FETALHC_SPOOL_DIR={spool} is not a mounted volume"
+
+
+def test_autoscaling_follows_the_queues_the_workers_consume() -> None:
+    from worker.celery_app import BACKFILL_QUEUE, LIVE_QUEUE
+
+    deployments = {d["metadata"]["name"]: d for d in objects("Deployment")}
+    secrets = {s["metadata"]["name"]: s.get("stringData") or {} for s in objects("Secret")}
+    auths = {a["metadata"]["name"]: a for a in objects("TriggerAuthentication")}
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in objects("ScaledObject")}
+    assert set(scaled) == {"fetalhc-worker", "fetalhc-worker-gpu"}, "CPU and GPU workers scale separately"
+    for target, obj in scaled.items():
+        assert target in deployments, f"{obj['metadata']['name']} scales a Deployment that does not exist"
+        spec = obj["spec"]
+        assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "redis"
+            assert trigger["metadata"]["listName"] in (LIVE_QUEUE, BACKFILL_QUEUE), "a queue no worker consumes"
+            auth = auths[trigger["authenticationRef"]["name"]]
+            for ref in auth["spec"]["secretTargetRef"]:
+                assert ref["key"] in secrets[ref["name"]], f"{ref} is not in the example Secret"
+    cpu = {t["metadata"]["listName"] for t in scaled["fetalhc-worker"]["spec"]["triggers"]}
+    assert cpu == {LIVE_QUEUE, BACKFILL_QUEUE}, "CPU workers scale on both queues"
+    assert scaled["fetalhc-worker"]["spec"]["minReplicaCount"] >= 1, "a live scan never waits for a pod to start"
