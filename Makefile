@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/fetalhc demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports  # the layering contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

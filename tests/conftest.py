@@ -92,7 +92,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def fetalhc_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     """Settings isolated to this test: SQLite in tmp, spool in tmp; caches cleared before and after."""
     from db import dispose_all
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     monkeypatch.setenv("FETALHC_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     monkeypatch.setenv("FETALHC_SPOOL_DIR", str(tmp_path / "spool"))

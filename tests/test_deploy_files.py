@@ -1,7 +1,7 @@
 """Keep deploy/ honest without a cluster: settings that exist, commands that parse, manifests that fit together.
 
-Every check here reads the files in deploy/ and the code they configure (worker/settings.py, the CLI parser);
-nothing is started. The names of the real settings are derived from worker/settings.py, never listed here.
+Every check here reads the files in deploy/ and the code they configure (worker/core/settings.py, the CLI parser);
+nothing is started. The names of the real settings are derived from worker/core/settings.py, never listed here.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pytest
 yaml = pytest.importorskip("yaml", reason="PyYAML (the test extra) reads the deploy files")
 
 from worker.cli import build_parser  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from worker.core.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-SETTINGS_PY = ROOT / "worker" / "settings.py"
+SETTINGS_PY = ROOT / "worker" / "core" / "settings.py"
 VAR_RE = re.compile(r"\bFETALHC_[A-Z0-9]+(?:_[A-Z0-9]+)*\b")
 POD_OWNERS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 
@@ -31,7 +31,7 @@ POD_OWNERS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 # -- what the code reads -------------------------------------------------------------------------------------------
 
 def setting_names() -> set[str]:
-    """FETALHC_* names read by worker/settings.py: the first argument of every ``_env*("NAME", ...)`` call."""
+    """FETALHC_* names read by worker/core/settings.py: the first argument of every ``_env*("NAME", ...)`` call."""
     tree = ast.parse(SETTINGS_PY.read_text())
     return {f"FETALHC_{node.args[0].value}" for node in ast.walk(tree)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("_env")
@@ -168,7 +168,7 @@ def test_every_fetalhc_variable_in_deploy_files_is_a_real_setting() -> None:
             used.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     assert len(used) >= 10, f"too few FETALHC_ names found in deploy/ ({sorted(used)}): is the scan broken?"
     unknown = {name: sorted(where) for name, where in used.items() if name not in real}
-    assert not unknown, f"not settings in worker/settings.py: {unknown}"
+    assert not unknown, f"not settings in worker/core/settings.py: {unknown}"
 
 
 def test_structured_environment_keys_are_real_settings() -> None:
@@ -194,7 +194,7 @@ def test_structured_environment_keys_are_real_settings() -> None:
     ours = [(where, k) for where, k in keys if k.startswith("FETALHC_")]
     assert len(ours) >= 20
     wrong = [(where, k) for where, k in ours if k not in real]
-    assert not wrong, f"set but never read by worker/settings.py: {wrong}"
+    assert not wrong, f"set but never read by worker/core/settings.py: {wrong}"
 
 
 def test_env_example_mentions_every_setting() -> None:
@@ -472,7 +472,7 @@ def test_compose_mounts_the_spool_where_the_settings_point() -> None:
 
 
 def test_autoscaling_follows_the_queues_the_workers_consume() -> None:
-    from worker.celery_app import BACKFILL_QUEUE, LIVE_QUEUE
+    from worker.queue.celery_app import BACKFILL_QUEUE, LIVE_QUEUE
 
     deployments = {d["metadata"]["name"]: d for d in objects("Deployment")}
     secrets = {s["metadata"]["name"]: s.get("stringData") or {} for s in objects("Secret")}

@@ -37,7 +37,7 @@ from tests.services import (  # noqa: F401 - fixtures
     worker_env,
     workers,
 )
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +58,12 @@ def _scans(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 def _settings(monkeypatch: pytest.MonkeyPatch, database_url: str, broker_url: str) -> Settings:
     """This process's settings (and Celery app) on the test's services, for enqueueing."""
-    import worker.celery_app
-    from worker.settings import get_settings
+    import worker.queue.celery_app
+    from worker.core.settings import get_settings
 
     monkeypatch.setenv("FETALHC_DATABASE_URL", database_url)
     monkeypatch.setenv("FETALHC_BROKER_URL", broker_url)
-    monkeypatch.setattr(worker.celery_app, "_APP", None)
+    monkeypatch.setattr(worker.queue.celery_app, "_APP", None)
     get_settings.cache_clear()
     upgrade(database_url)
     return get_settings()
@@ -71,7 +71,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, database_url: str, broker_url: st
 
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> object:
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     yield
     get_settings.cache_clear()
@@ -112,7 +112,7 @@ def _assert_no_patient_data(log: str) -> None:
 
 
 def _requeued(log: str) -> int:
-    return sum(line.get("requeued", 0) for line in _json_lines(log) if line.get("logger") == "worker.sweeper")
+    return sum(line.get("requeued", 0) for line in _json_lines(log) if line.get("logger") == "worker.queue.sweep")
 
 
 # -- 1 ---------------------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def _requeued(log: str) -> int:
 def test_kill_9_mid_batch_then_new_worker_gives_one_row_per_scan(
         monkeypatch: pytest.MonkeyPatch, pg_url: str, private_redis: PrivateRedis, tmp_path: Path,
         workers: list[WorkerProcess]) -> None:
-    from worker.enqueue import enqueue_files
+    from worker.queue.enqueue import enqueue_files
 
     paths = _scans(tmp_path / "scans", 50)
     settings = _settings(monkeypatch, pg_url, private_redis.url)
@@ -164,7 +164,7 @@ def test_kill_9_of_a_pool_process_puts_its_scan_back_at_once(
     import os
     import signal
 
-    from worker.enqueue import enqueue_files
+    from worker.queue.enqueue import enqueue_files
 
     paths = _scans(tmp_path / "scans", 8, seed=50)
     settings = _settings(monkeypatch, pg_url, private_redis.url)
@@ -200,7 +200,7 @@ def test_kill_9_of_a_pool_process_puts_its_scan_back_at_once(
 def test_redis_restart_while_enqueueing_loses_no_scan(
         monkeypatch: pytest.MonkeyPatch, pg_url: str, private_redis: PrivateRedis, tmp_path: Path,
         workers: list[WorkerProcess]) -> None:
-    from worker.enqueue import enqueue_one
+    from worker.queue.enqueue import enqueue_one
 
     paths = _scans(tmp_path / "scans", 26, seed=100)
     settings = _settings(monkeypatch, pg_url, private_redis.url)
@@ -244,7 +244,7 @@ def test_postgres_restart_while_worker_runs_tasks_retry_and_finish(
         monkeypatch: pytest.MonkeyPatch, private_pg: PrivatePostgres, private_redis: PrivateRedis, tmp_path: Path,
         workers: list[WorkerProcess]) -> None:
     from db import dispose_all
-    from worker.enqueue import enqueue_files
+    from worker.queue.enqueue import enqueue_files
 
     paths = _scans(tmp_path / "scans", 20, seed=200)
     settings = _settings(monkeypatch, private_pg.url, private_redis.url)
@@ -276,7 +276,7 @@ def test_postgres_restart_while_worker_runs_tasks_retry_and_finish(
 def test_corrupt_files_fail_with_reasons_the_rest_finish_and_the_worker_lives(
         monkeypatch: pytest.MonkeyPatch, pg_url: str, private_redis: PrivateRedis, tmp_path: Path,
         workers: list[WorkerProcess]) -> None:
-    from worker.enqueue import enqueue_files
+    from worker.queue.enqueue import enqueue_files
 
     folder = tmp_path / "scans"
     good = _scans(folder, 5, seed=300)
@@ -313,7 +313,7 @@ def test_corrupt_files_fail_with_reasons_the_rest_finish_and_the_worker_lives(
     assert worker.alive
     assert "WorkerLostError" not in log and "exited with signal" not in log
     lines = _json_lines(log)
-    measured_by = {line["process"] for line in lines if line["logger"] == "worker.pipeline"}
+    measured_by = {line["process"] for line in lines if line["logger"] == "worker.measure.pipeline"}
     assert len(measured_by) == 1  # one pool process did every scan: none died and was replaced
     assert {line.get("job_id") for line in lines} >= {j.id for j in jobs.values()}  # each job's lines say so
     _assert_no_patient_data(log)
@@ -324,7 +324,7 @@ def test_corrupt_files_fail_with_reasons_the_rest_finish_and_the_worker_lives(
 def test_same_scan_sent_twice_gives_one_result_row(
         monkeypatch: pytest.MonkeyPatch, pg_url: str, private_redis: PrivateRedis, tmp_path: Path,
         workers: list[WorkerProcess]) -> None:
-    from worker.enqueue import enqueue_one, send
+    from worker.queue.enqueue import enqueue_one, send
 
     a, b = _scans(tmp_path / "scans", 2, seed=400)
     again = tmp_path / "spool" / "a-again.dcm"  # the same instance stored a second time elsewhere

@@ -24,7 +24,7 @@ from tests.services import (  # noqa: F401 - fixtures
     worker_env,
     workers,
 )
-from worker.demo import SAMPLES_DIR
+from worker.tools.demo import SAMPLES_DIR
 
 pytestmark = pytest.mark.integration
 NEGATIVES = ("psfhs_03750.dcm", "pocus_lung_Reg_pat1Image_132943.dcm")
@@ -45,9 +45,9 @@ def _samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_worker_sets_non_heads_aside_counts_them_and_measures_the_head(
         monkeypatch: pytest.MonkeyPatch, pg_url: str, private_redis: PrivateRedis, tmp_path: Path,
         workers: list[WorkerProcess]) -> None:
-    import worker.celery_app
-    from worker.enqueue import enqueue_files
-    from worker.settings import get_settings
+    import worker.queue.celery_app
+    from worker.queue.enqueue import enqueue_files
+    from worker.core.settings import get_settings
 
     scans = tmp_path / "scans"
     phantom = make_phantom(hc_mm=180.0, spacing_mm=0.15, seed=4)  # a bright skull ring: a head
@@ -56,7 +56,7 @@ def test_worker_sets_non_heads_aside_counts_them_and_measures_the_head(
         shutil.copyfile(SAMPLES_DIR / name, scans / name)
     monkeypatch.setenv("FETALHC_DATABASE_URL", pg_url)
     monkeypatch.setenv("FETALHC_BROKER_URL", private_redis.url)
-    monkeypatch.setattr(worker.celery_app, "_APP", None)
+    monkeypatch.setattr(worker.queue.celery_app, "_APP", None)
     get_settings.cache_clear()
     upgrade(pg_url)
     assert enqueue_files(get_settings(), sorted(scans.iterdir())).queued == 3

@@ -23,7 +23,7 @@ from tests.worker.ingest_support import free_port, make_settings, queued, tiny_u
 from worker.backfill import run_backfill
 from worker.backfill.dicomweb import DicomwebSource
 from worker.backfill.dimse import DimseSource
-from worker.celery_app import LIVE_QUEUE
+from worker.queue.celery_app import LIVE_QUEUE
 from worker.ingest import accept_instance
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from dicom_io.phantom import make_phantom
 from dicom_io.writer import ScanIdentity, write_us_image
 from tests.services import running_orthanc
 from tests.worker.ingest_support import free_port
-from worker.settings import get_settings
+from worker.core.settings import get_settings
 
 pytestmark = pytest.mark.integration
 

@@ -48,10 +48,10 @@ class SequenceGate(HeadPlaneGate):
 
 def use_gate(monkeypatch: pytest.MonkeyPatch, gate: HeadPlaneGate | None) -> None:
     """Make ``load_context`` (CLI, tasks, API in this process) use ``gate``."""
-    import worker.pipeline
+    import worker.measure.pipeline
 
     make: Callable[..., HeadPlaneGate | None] = lambda settings, device="cpu": gate  # noqa: E731
-    monkeypatch.setattr(worker.pipeline, "gate_for", make)
+    monkeypatch.setattr(worker.measure.pipeline, "gate_for", make)
 
 
 def head_scan(path: Path, seed: int = 0, patient_id: str = "P-HEAD") -> Path:

@@ -15,7 +15,7 @@ import pytest
 
 from db import Job, session_scope
 from dicom_io.writer import ScanIdentity, write_us_image
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 
 def free_port() -> int:
@@ -47,8 +47,8 @@ def queued(redis_url: str, queue: str) -> list[dict[str, Any]]:
 def make_settings(monkeypatch: pytest.MonkeyPatch, redis_url: str, database_url: str, tmp_path: Path,
                   **env: str) -> Settings:
     """Process settings on this test's database, Redis db 15 and spool; the Celery app rebuilt for them."""
-    import worker.celery_app
-    from worker.settings import get_settings
+    import worker.queue.celery_app
+    from worker.core.settings import get_settings
 
     monkeypatch.setenv("FETALHC_DATABASE_URL", database_url)
     monkeypatch.setenv("FETALHC_BROKER_URL", redis_url)
@@ -56,7 +56,7 @@ def make_settings(monkeypatch: pytest.MonkeyPatch, redis_url: str, database_url:
     monkeypatch.setenv("FETALHC_DEVICE", "cpu")
     for key, value in env.items():
         monkeypatch.setenv(f"FETALHC_{key}", value)
-    monkeypatch.setattr(worker.celery_app, "_APP", None)
+    monkeypatch.setattr(worker.queue.celery_app, "_APP", None)
     get_settings.cache_clear()
     return get_settings()
 
@@ -65,7 +65,7 @@ def make_settings(monkeypatch: pytest.MonkeyPatch, redis_url: str, database_url:
 def ingest_settings(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> Iterator[Settings]:
     """Settings on SQLite in tmp_path and the real Redis (db 15); caches cleared afterwards."""
     from db import dispose_all
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
 
     yield make_settings(monkeypatch, redis_url, f"sqlite:///{tmp_path / 'ingest.db'}", tmp_path)
     get_settings.cache_clear()

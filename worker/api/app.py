@@ -13,9 +13,9 @@ from db import SchemaError, upgrade
 from models.errors import WeightsError
 from models.weights import SHIPPED_WEIGHTS, LoadedModel
 from worker.api.messages import ApiError
-from worker.cpus import available_cpus
-from worker.pipeline import PipelineContext, load_context
-from worker.settings import Settings
+from worker.core.cpus import available_cpus
+from worker.core.settings import Settings
+from worker.measure.pipeline import PipelineContext, load_context
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
 

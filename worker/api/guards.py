@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker.api.messages import ApiError, json_bytes, API_HEADERS
+from worker.api.messages import API_HEADERS, ApiError, json_bytes
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
 

@@ -16,7 +16,7 @@ from dicom_io import SpacingSource
 from worker.api.app import ApiApp
 from worker.api.messages import ApiError
 from worker.api.uploads import Upload, write_dicom
-from worker.pipeline import WorkItem, measure_rows, store_rows
+from worker.measure.pipeline import WorkItem, measure_rows, store_rows
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
 

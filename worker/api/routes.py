@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query
 from fastapi import Request as HttpRequest
-from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -25,11 +25,24 @@ from worker.api.app import ApiApp
 from worker.api.guards import Guard, own_names
 from worker.api.measure import measure_upload
 from worker.api.messages import API_HEADERS, ApiError, Request, json_response
+from worker.api.page import PAGE_HEADERS, PAGE_HTML
 from worker.api.pages import health
-from worker.api.results import RESULTS_LIMIT_DEFAULT, fetch_job, fetch_rows, fetch_stats, results_csv
-from worker.api.schemas import ErrorOut, HealthOut, JobOut, MeasurementOut, MeasureOut, StatsOut
+from worker.api.results import (
+    RESULTS_LIMIT_DEFAULT,
+    fetch_job,
+    fetch_rows,
+    fetch_stats,
+    results_csv,
+)
+from worker.api.schemas import (
+    ErrorOut,
+    HealthOut,
+    JobOut,
+    MeasurementOut,
+    MeasureOut,
+    StatsOut,
+)
 from worker.api.uploads import parse_upload
-from worker.webpage import PAGE_HEADERS, PAGE_HTML
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
 

@@ -12,7 +12,7 @@ from worker.api.app import MAX_BODY_BYTES, ApiApp
 from worker.api.guards import is_loopback
 from worker.api.messages import ApiError
 from worker.api.routes import create_app
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
 

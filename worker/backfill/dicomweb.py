@@ -21,9 +21,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from worker.backfill.dimse import RetrieveError, dicom_range
 from worker.backfill.folder import in_range, parse_da
 from worker.backfill.runner import Candidate
+from worker.core.settings import Settings
 from worker.ingest.intake import is_ultrasound
 from worker.ingest.spool import write_instance
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -69,24 +69,6 @@ def dicom_range(since: dt.date | None, until: dt.date | None) -> str:
     if since is None and until is None:
         return ""
     return f"{since.strftime('%Y%m%d') if since else ''}-{until.strftime('%Y%m%d') if until else ''}"
-
-
-def parse_dimse_url(source: str) -> tuple[str, str, int]:
-    """``dimse://AET@host:port`` (or ``AET@host:port``) as (AE title, host, port).
-
-    Raises:
-        ValueError: the text does not have that form.
-    """
-    text = source.removeprefix("dimse://")
-    try:
-        aet, address = text.split("@", 1)
-        host, port = address.rsplit(":", 1)
-        if not aet or not host or len(aet) > 16:
-            raise ValueError
-        return aet, host.strip("[]"), int(port)
-    except ValueError:
-        raise ValueError(f"{source!r} is not a DIMSE peer; write it as dimse://AETITLE@host:port "
-                         "(e.g. dimse://ORTHANC@pacs.local:4242)") from None
 
 
 class _Arrivals:

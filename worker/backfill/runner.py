@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from worker.celery_app import BACKFILL_QUEUE
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.queue.celery_app import BACKFILL_QUEUE
+from worker.queue.enqueue import enqueue_one
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,6 @@ def run_backfill(settings: Settings, source: Source, since: dt.date | None = Non
 
     from db import measured_uids, session_scope, upgrade
     from db.repository import pending_uids
-    from worker.enqueue import enqueue_one
 
     upgrade(settings.database_url)
     summary = BackfillSummary(dry_run=dry_run)

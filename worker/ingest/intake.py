@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from db import UNFINISHED_JOB_STATUSES, Job, session_scope
 from dicom_io.reader import ULTRASOUND_SOP_CLASSES
-from worker.enqueue import enqueue_one
+from worker.core.settings import Settings
 from worker.ingest.spool import content_digest, spool_path, variant_path, write_atomic
-from worker.settings import Settings
+from worker.queue.enqueue import enqueue_one
 
 log = logging.getLogger(__name__)
 

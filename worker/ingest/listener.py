@@ -17,22 +17,27 @@ peers that send nothing are dropped after ``FETALHC_DICOM_TIMEOUT`` seconds, and
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from pathlib import Path
-
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    evt,
+)
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_io.errors import DicomError
 from dicom_io.reader import ULTRASOUND_SOP_CLASSES, read_sop_identity
-from worker.celery_app import LIVE_QUEUE
-from worker.ingest.callers import AllowedCallers, parse_allowed_callers
+from worker.core.peers import AllowedCallers, parse_allowed_callers
+from worker.core.settings import Settings
 from worker.ingest.intake import accept_instance, is_ultrasound
 from worker.ingest.spool import is_valid_uid, received_file
-from worker.settings import Settings
+from worker.queue.celery_app import LIVE_QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.celery_app import LIVE_QUEUE
+from worker.core.settings import Settings
 from worker.ingest.intake import accept_instance, is_ultrasound
 from worker.ingest.spool import is_valid_uid
-from worker.settings import Settings
+from worker.queue.celery_app import LIVE_QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,56 @@
+"""``fetalhc process``: measure files in this process, without a broker."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from worker.cli.output import _print_json
+from worker.core.settings import get_settings
+
+# Each command imports what it runs when it runs (torch, Celery, pynetdicom are heavy: `fetalhc --help` and the
+# liveness probe stay fast).
+
+OUTPUT_FIELDS = ("path", "sop_instance_uid", "frame", "status", "reason", "detail", "hc_mm", "bpd_mm", "ofd_mm",
+                 "quality", "head_plane_score", "flags", "spacing_mm_x", "spacing_mm_y", "spacing_source", "ga_days",
+                 "ga_source", "ga_estimate_days", "ga_formula", "hc_z_score", "hc_centile", "growth_standard",
+                 "growth_flags", "centile_reason", "model_name", "model_version", "total_ms")
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """Measure files in this process (no broker), storing rows in the configured database."""
+    from db import create_job, session_scope, upgrade
+    from worker.core.files import expand_paths
+    from worker.measure.pipeline import WorkItem, load_context, measure_items
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    ctx = load_context(settings)
+    paths = list(expand_paths(args.paths))
+    ga_days = _manifest_ga(args.manifest, paths)
+    exit_code = 0
+    for start in range(0, len(paths), settings.batch_size):
+        chunk = paths[start : start + settings.batch_size]
+        with session_scope(settings.database_url) as session:
+            job_ids = [create_job(session, str(p.resolve()), "cli") for p in chunk]
+        rows = measure_items(ctx, [WorkItem(p, j, ga_days.get(str(p.resolve()))) for p, j in zip(chunk, job_ids)])
+        for row in rows:
+            if row["status"] == "failed":
+                exit_code = 3
+            if args.json:
+                _print_json({k: row.get(k) for k in OUTPUT_FIELDS})
+            else:
+                hc = f"{row['hc_mm']:.1f} mm" if row.get("hc_mm") is not None else "-"
+                print(f"{row['path']}: {row['status']} HC {hc}"
+                      + (f" ({row['reason']}: {row['detail']})" if row.get("reason") else "")
+                      + (f" [{row['flags']}]" if row.get("flags") else ""))
+    return exit_code
+
+
+def _manifest_ga(manifest: str | None, paths: list[Path]) -> dict[str, float]:
+    """GA in days per resolved path from a dating manifest CSV (empty without one)."""
+    if not manifest:
+        return {}
+    from worker.measure.manifest import Manifest
+
+    return Manifest.load(manifest).ga_days_for_files(paths)

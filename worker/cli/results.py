@@ -1,0 +1,102 @@
+"""Reading results: ``results`` (and its growth chart), ``serve`` (the API and page), ``centile``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.cli.output import _print_json
+from worker.core.settings import get_settings
+
+# Each command imports what it runs when it runs (torch, Celery, pynetdicom are heavy: `fetalhc --help` and the
+# liveness probe stay fast).
+
+RESULT_COLUMNS = ("study_date", "patient_id", "sop_instance_uid", "frame", "status", "hc_mm", "ga_days",
+                  "hc_centile", "reason")
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """Print stored measurements (table, --json lines or --csv); not_head rows only with ``--status not_head``."""
+    import csv
+
+    from db import (
+        MeasurementStatus,
+        query_measurements,
+        row_dict,
+        session_scope,
+        upgrade,
+    )
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        rows = [row_dict(r) for r in query_measurements(session, patient_id=args.patient, study_uid=args.study,
+                                                         status=args.status, limit=args.limit,
+                                                         exclude_statuses=(MeasurementStatus.NOT_HEAD.value,))]
+    if args.json:
+        for row in rows:
+            _print_json(row)
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["sop_instance_uid"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print("  ".join(f"{c:<14}" for c in RESULT_COLUMNS))
+        for row in rows:
+            cells = [row.get(c) for c in RESULT_COLUMNS]
+            print("  ".join(f"{(f'{v:.1f}' if isinstance(v, float) else str(v if v is not None else '-'))[:40]:<14}"
+                            for v in cells))
+        print(f"{len(rows)} rows")
+    if args.chart:
+        from worker.tools.chart import draw_growth_chart
+
+        draw_growth_chart(rows, Path(args.chart), settings.growth_standard)
+        print(f"growth chart written to {args.chart}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API and the web page until Ctrl-C (see worker.api)."""
+    from worker.api import make_server
+
+    logging.getLogger("worker.api").setLevel(logging.INFO)  # request lines: method, path, status (no query)
+    settings = get_settings()
+    server = make_server(settings, args.host, args.port)
+    print(f"serving the fetalhc API and page on {server.url}/ "
+          f"({'token required' if settings.api_token else 'no token'}); Ctrl-C stops", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_centile(args: argparse.Namespace) -> int:
+    """Growth facts of one HC value: GA estimates, and z/centile when a GA is given."""
+    from models.growth import ga_from_hc, hc_centile
+
+    estimates = {f: ga_from_hc(args.hc_mm, f) for f in ("intergrowth_2016", "hadlock_1984")}
+    result: dict[str, Any] = {"hc_mm": args.hc_mm, "ga_estimates": {
+        f: {"ga_days": round(e.ga_days, 1), "in_range": e.in_range, "note": e.note} for f, e in estimates.items()}}
+    if args.ga_days is not None:
+        c = hc_centile(args.hc_mm, args.ga_days, args.standard)
+        result.update({"ga_days": args.ga_days, "standard": c.standard, "z_score": c.z_score, "centile": c.centile,
+                       "flags": list(c.flags), "reason": c.reason})
+    if args.json:
+        _print_json(result)
+        return 0
+    for f, e in estimates.items():
+        weeks, days = divmod(round(e.ga_days), 7)
+        print(f"GA from HC by {f}: {e.ga_days:.1f} days ({weeks}+{days} weeks)" + ("" if e.in_range else f" - {e.note}"))
+    if args.ga_days is not None:
+        if result["centile"] is None:
+            print(f"{args.standard}: no centile ({result['reason']})")
+        else:
+            print(f"{args.standard}: z = {result['z_score']:.2f}, centile = {result['centile']:.1f}"
+                  + (f" [{', '.join(result['flags'])}]" if result["flags"] else ""))
+    return 0

@@ -1,0 +1,53 @@
+"""The model's commands: ``train``, ``eval``, ``eval-gate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from worker.cli.output import _print_json
+from worker.core.settings import get_settings
+
+# Each command imports what it runs when it runs (torch, Celery, pynetdicom are heavy: `fetalhc --help` and the
+# liveness probe stay fast).
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a segmentation model (see models.train)."""
+    from models.train import train
+    from models.train_config import config_from_args
+
+    best = train(config_from_args(args))
+    _print_json(best)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a model on an HC18-layout folder (see models.evaluate)."""
+    from models.evaluate import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_eval_gate(args: argparse.Namespace) -> int:
+    """Validate the head-plane gate on held-out images through the measuring path (see models.gate_eval)."""
+    from models.gate_eval import evaluate_gate, format_report, held_out_items
+    from models.head_plane import load_gate
+    from models.weights import load_weights
+
+    items = held_out_items(Path(args.data))
+    if not any(i.source == "hc18" for i in items):
+        raise FileNotFoundError(f"no HC18 validation heads under {args.data} (expected hc18/, us-negatives/, "
+                                "other-heads/)")
+    gate = load_gate(args.gate)
+    if args.threshold is not None:
+        gate = gate.with_threshold(args.threshold)
+    report = evaluate_gate(gate, load_weights(get_settings().weights), items)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return 0

@@ -1,0 +1,1 @@
+"""Runtime foundations every room of worker/ stands on: settings, logs, CPUs, file lists, DICOM peers, metrics counters."""

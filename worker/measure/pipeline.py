@@ -1,0 +1,271 @@
+"""The measurement pipeline: DICOM file -> Scan -> segmentation -> ellipse -> HC -> growth -> row.
+
+Joins the three rooms: ``dicom_io`` reads, ``models`` measures, ``db`` stores. Several files are
+measured together so a GPU sees several scans per forward pass; each file's failure stays its own.
+With the head-plane gate on (``FETALHC_HEAD_PLANE_GATE``), an instance none of whose frames is a head
+biometry plane is set aside as ``not_head`` (no HC, no growth facts), distinct from a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from db import (
+    JOB_STATUS_OF,
+    MeasurementStatus,
+    session_scope,
+    set_job_status,
+    upsert_measurement,
+)
+from db.rows import MeasurementRow
+from dicom_io import DicomError, Scan
+from dicom_io.bounds import scan_budget
+from dicom_io.frames import FramePlan
+from dicom_io.reader import open_scans, parse_date, read_dataset
+from models.biometry import Biometry
+from models.errors import FetalHCError, MeasurementError, NotHeadPlane
+from models.head_plane import HeadPlaneGate
+from models.network import pick_device
+from models.segment import measure_images
+from models.weights import LoadedModel, cached_model
+from worker.core.settings import Settings
+from worker.measure.dating import ga_for_centile, growth_facts
+from worker.measure.gate import gate_for, refusal_detail
+from worker.measure.sr_export import export_and_record, mark_owed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """What measuring needs: settings, the loaded model, its device and the head-plane gate (None: off)."""
+
+    settings: Settings
+    model: LoadedModel
+    device: torch.device
+    gate: HeadPlaneGate | None = None
+
+
+def load_context(settings: Settings) -> PipelineContext:
+    """Load (once per process) the model and the head-plane gate named by the settings on the chosen device.
+
+    Raises:
+        WeightsError: the model or the gate (unless ``FETALHC_HEAD_PLANE_GATE=off``) cannot be loaded.
+    """
+    device = pick_device(settings.device)
+    return PipelineContext(settings, cached_model(settings.weights, str(device)), device,
+                           gate_for(settings, str(device)))
+
+
+@dataclass
+class WorkItem:
+    """One file to measure, the job it belongs to and a GA supplied with it (days)."""
+
+    path: Path
+    job_id: int | None = None
+    ga_days_given: float | None = None
+    best: tuple[Scan, Biometry] | None = None
+    refused: tuple[Scan, NotHeadPlane] | None = None  # the frame the gate scored highest, when it refused all
+    refused_frames: int = 0
+    first_scan: Scan | None = None
+    frames: FramePlan | None = None  # the frames read, and why (e.g. a sampled cine)
+    error: FetalHCError | None = None
+    read_ms: float = 0.0
+    infer_ms: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _scans(items: Sequence[WorkItem], max_frames: int = 0) -> Iterator[tuple[WorkItem, Scan]]:
+    """Every frame to measure of every item, read lazily; read errors are kept on the item.
+
+    ``max_frames``: a cine without a representative frame is sampled down to this many frames (0: all).
+    """
+    for item in items:
+        t0 = time.perf_counter()
+        try:
+            item.frames, scans = open_scans(item.path, max_frames=max_frames)
+            if item.frames.sampled:
+                log.info("cine sampled: %d of %d frames", len(item.frames.frames), item.frames.total)
+            for scan in scans:
+                item.read_ms += (time.perf_counter() - t0) * 1000
+                item.first_scan = item.first_scan or scan
+                yield item, scan
+                t0 = time.perf_counter()
+        except FetalHCError as exc:
+            item.error = exc
+        except Exception as exc:  # noqa: BLE001 - any reader crash becomes a recorded failure
+            log.exception("unexpected error reading a scan")
+            item.error = DicomError(f"unexpected error reading the file: {type(exc).__name__}: {exc}",
+                                    reason="read_error")
+
+
+def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
+    """Segment all frames in batches of ``settings.batch_size``; keep each item's best frame."""
+    batch: list[tuple[WorkItem, Scan]] = []
+
+    def flush() -> None:
+        t0 = time.perf_counter()
+        results = measure_images(ctx.model.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch],
+                                 ctx.model.input_size, ctx.device, gate=ctx.gate)
+        share = (time.perf_counter() - t0) * 1000 / len(batch)
+        for (item, scan), result in zip(batch, results):
+            item.infer_ms += share
+            if isinstance(result, Biometry):
+                if item.best is None or result.quality > item.best[1].quality:
+                    item.best = (scan, result)
+            elif isinstance(result, NotHeadPlane):
+                item.refused_frames += 1
+                if item.refused is None or result.score > item.refused[1].score:
+                    item.refused = (scan, result)
+            elif item.best is None and item.error is None:
+                item.error = result if isinstance(result, FetalHCError) else MeasurementError(
+                    f"measurement failed: {type(result).__name__}: {result}", reason="measurement_error")
+        batch.clear()
+
+    for pair in _scans(items, ctx.settings.max_frames):
+        batch.append(pair)
+        if len(batch) >= ctx.settings.batch_size:
+            flush()
+    if batch:
+        flush()
+    for item in items:  # a frame that measured wins over an earlier frame's failure or refusal
+        if item.best is not None:
+            item.error = None
+            item.refused = None
+
+
+def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
+    scan = item.best[0] if item.best else (item.refused[0] if item.refused else item.first_scan)
+    row: dict[str, Any] = {
+        "path": str(item.path), "job_id": item.job_id, "model_name": ctx.model.model_name,
+        "model_version": ctx.model.model_version, "read_ms": round(item.read_ms, 1),
+        "infer_ms": round(item.infer_ms, 1), "total_ms": round((time.perf_counter() - item.started) * 1000, 1),
+    }
+    if scan is not None:
+        cal = scan.calibration
+        region = cal.region or (None, None, None, None)
+        row.update({
+            "sop_instance_uid": scan.sop_instance_uid, "frame": scan.frame,
+            "series_instance_uid": scan.series_instance_uid, "study_instance_uid": scan.study_instance_uid,
+            "sop_class_uid": scan.sop_class_uid, "accession_number": scan.accession_number,
+            "patient_id": scan.patient_id, "study_date": scan.study_date,
+            "spacing_mm_x": cal.spacing_mm_x, "spacing_mm_y": cal.spacing_mm_y, "spacing_source": cal.source.value,
+            "region_x0": region[0], "region_y0": region[1], "region_x1": region[2], "region_y1": region[3],
+        })
+    if item.best is not None:
+        scan, bio = item.best
+        e = bio.ellipse_mm
+        row.update({
+            "center_x_mm": e.cx, "center_y_mm": e.cy, "semi_axis_a_mm": e.a, "semi_axis_b_mm": e.b,
+            "angle_rad": e.angle, "hc_mm": round(bio.hc_mm, 2), "bpd_mm": round(bio.bpd_mm, 2),
+            "ofd_mm": round(bio.ofd_mm, 2), "quality": bio.quality, "hc_tta_spread_mm": bio.tta_spread_mm,
+            "head_plane_score": bio.head_plane_score, "flags": ",".join(bio.flags) or None,
+            "status": (MeasurementStatus.NEEDS_REVIEW if bio.needs_review else MeasurementStatus.MEASURED).value,
+            # Calibration notes (e.g. a region ignored because its bounds exceed the image) and the
+            # frames sampled from a cine travel with the row.
+            "reason": None, "detail": "; ".join([*scan.calibration.notes, *_frame_notes(item)]) or None,
+        })
+        ga = ga_for_centile(item.ga_days_given, scan.last_menstrual_date, scan.study_date)
+        row.update(growth_facts(bio.hc_mm, ga, ctx.settings.growth_standard).columns())
+    elif item.refused is not None:  # set aside: no HC, no growth facts
+        refusal = item.refused[1]
+        also = [f"also: {item.error}"] if item.error is not None else []
+        row.update({"status": MeasurementStatus.NOT_HEAD.value, "reason": refusal.reason,
+                    "head_plane_score": round(refusal.score, 4),
+                    "detail": "; ".join([refusal_detail(refusal, item.refused_frames), *also, *_frame_notes(item)])})
+    else:
+        error = item.error or MeasurementError("no frame could be measured", reason="no_measurement")
+        row.update({"status": MeasurementStatus.FAILED.value, "reason": error.reason,
+                    "detail": "; ".join([str(error), *_frame_notes(item)])})
+        if scan is None:
+            row.update(_header_identity(item.path))
+    return MeasurementRow.of(**row)
+
+
+def frame_note(plan: FramePlan, best_frame: int | None) -> str | None:
+    """The record of a sampled cine: how many and which frames were measured, and the one kept.
+
+    None unless frames were skipped by ``FETALHC_MAX_FRAMES`` (every frame, a representative frame or
+    frames asked for need no note: the row's frame says it all).
+    """
+    if not plan.sampled:
+        return None
+    kept = f"best frame {best_frame}" if best_frame else "no head measured on any of them"
+    return (f"cine sampled to {len(plan.frames)} of its {plan.total} frames (frames "
+            f"{', '.join(map(str, plan.frames))}; no (0028,6010) Representative Frame Number, "
+            f"FETALHC_MAX_FRAMES={len(plan.frames)}); {kept}")
+
+
+def _frame_notes(item: WorkItem) -> list[str]:
+    note = frame_note(item.frames, item.best[0].frame if item.best else None) if item.frames else None
+    return [note] if note else []
+
+
+def _header_identity(path: Path) -> dict[str, Any]:
+    """UIDs and patient/study attributes of a file that failed before a Scan existed (if readable)."""
+    try:
+        ds = read_dataset(path, stop_before_pixels=True)
+    except FetalHCError:
+        return {}
+    uid = str(ds.get("SOPInstanceUID", "") or "")
+    if not uid:
+        return {}
+    return {
+        "sop_instance_uid": uid, "frame": 1, "series_instance_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "sop_class_uid": str(ds.get("SOPClassUID", "") or ""),
+        "accession_number": str(ds.get("AccessionNumber", "") or ""),
+        "patient_id": str(ds.get("PatientID", "") or ""), "study_date": parse_date(ds.get("StudyDate")),
+    }
+
+
+def measure_rows(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[MeasurementRow]:
+    """Measure the items without storing anything; one ``MeasurementRow`` each.
+
+    Each scan's decoding is bounded by ``FETALHC_MAX_SCAN_MB`` (``over_memory_budget`` failures).
+    """
+    with scan_budget(ctx.settings.max_scan_mb):
+        _measure(ctx, items)
+        return [_row(ctx, item) for item in items]
+
+
+def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[MeasurementRow]) -> None:
+    """Upsert each row with an instance UID and finish each item's job with its outcome.
+
+    A file whose instance UID is unknown (unreadable) gets no measurement row, only its job's
+    failure. Database errors propagate (transient: the caller retries).
+    """
+    with session_scope(database_url) as session:
+        for item, row in zip(items, rows):
+            if row.get("sop_instance_uid"):
+                upsert_measurement(session, row)
+            if item.job_id is not None:
+                status = JOB_STATUS_OF[row["status"]]
+                set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
+                               sop_instance_uid=row.get("sop_instance_uid"))
+
+
+def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[MeasurementRow]:
+    """Measure the items and store them (``measure_rows`` then ``store_rows``); returns the rows.
+
+    Then, when ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set, the DICOM SR of each stored
+    measured or needs_review row (``worker.measure.sr_export``: never raises; only the rows' ``sr_status`` records it).
+    """
+    rows = measure_rows(ctx, items)
+    sr_on = ctx.settings.sr_dir is not None or ctx.settings.sr_destination is not None
+    if sr_on:  # the SR owed is stored with its row: one lost before the export is left for the sweep
+        rows = mark_owed(rows)
+    store_rows(ctx.settings.database_url, items, rows)
+    if sr_on:
+        export_and_record(ctx.settings, rows)
+    for row in rows:
+        log.info("measured job=%s status=%s reason=%s hc_mm=%s ms=%s", row.get("job_id"), row["status"],
+                 row.get("reason"), row.get("hc_mm"), row["total_ms"])
+    return rows

@@ -1,0 +1,127 @@
+"""Putting scans on the queue: a job row first (the source of truth), then the message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from db import JobStatus, create_job, session_scope, set_job_status, upgrade
+from worker.core.settings import Settings
+from worker.queue.celery_app import LIVE_QUEUE, app_for, get_app
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "fetalhc.measure"
+BATCH_TASK_NAME = "fetalhc.measure_batch"
+BROKER_ERRORS = (KombuOperationalError, RedisError, ConnectionError, OSError)
+# Publishing retries inside kombu before a message is left to the sweeper.
+RETRY_POLICY = {"max_retries": 3, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 3.0}
+
+
+@dataclass
+class EnqueueSummary:
+    """Counts of one enqueue call: queued now, or recorded and left for the sweeper."""
+
+    queued: int = 0
+    deferred: int = 0
+    job_ids: list[int] | None = None
+
+
+def send(job_id: int, path: str, queue: str, ga_days: float | None = None, app: Any = None) -> None:
+    """Publish one measure task (raises a broker error when Redis cannot be reached)."""
+    (app or get_app()).send_task(TASK_NAME, args=[job_id, path, ga_days], queue=queue, retry=True,
+                                 retry_policy=RETRY_POLICY)
+
+
+def send_batch(items: Sequence[tuple[int, str, float | None]], queue: str, app: Any = None) -> None:
+    """Publish one measure_batch task for (job id, path, GA days) items (raises a broker error)."""
+    (app or get_app()).send_task(BATCH_TASK_NAME, args=[[list(item) for item in items]], queue=queue, retry=True,
+                                 retry_policy=RETRY_POLICY)
+
+
+def enqueue_files(settings: Settings, paths: Iterable[Path], queue: str = LIVE_QUEUE, source: str = "cli",
+                  ga_days: dict[str, float] | None = None, batch: int = 1) -> EnqueueSummary:
+    """Record a job per file, then queue it; a broker outage leaves the job ``received``.
+
+    ``batch`` > 1 groups that many scans per message (``fetalhc.measure_batch``: one forward pass
+    over them on a GPU worker); 1 sends a ``fetalhc.measure`` message per scan. Nothing is lost
+    either way: a received or queued job that never finishes is found by the sweeper
+    (``worker.queue.sweep``: ``fetalhc requeue --stale`` and the worker's periodic sweep).
+    """
+    if batch < 1:
+        raise ValueError(f"batch={batch}: at least 1 scan per message")
+    upgrade(settings.database_url)
+    summary = EnqueueSummary(job_ids=[])
+    pending: list[str] = []
+
+    def flush() -> None:
+        ids, queued = enqueue_batch(settings, pending, queue, source, ga_days)
+        summary.job_ids.extend(ids)
+        summary.queued += len(ids) if queued else 0
+        summary.deferred += 0 if queued else len(ids)
+        pending.clear()
+
+    for path in paths:
+        path_str = str(Path(path).resolve())
+        if batch == 1:
+            job_id, queued = enqueue_one(settings, path_str, queue, source, (ga_days or {}).get(path_str))
+            summary.job_ids.append(job_id)
+            summary.queued += int(queued)
+            summary.deferred += int(not queued)
+            continue
+        pending.append(path_str)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    return summary
+
+
+def enqueue_batch(settings: Settings, paths: Sequence[str | Path], queue: str, source: str,
+                  ga_days: dict[str, float] | None = None) -> tuple[list[int], bool]:
+    """Record a job per file (committed together), then queue them as one batch message.
+
+    Returns the job ids and whether the message was sent; on a broker outage the jobs stay
+    ``received`` for the sweeper, which sends them one by one.
+    """
+    items = [(str(Path(p).resolve()), (ga_days or {}).get(str(Path(p).resolve()))) for p in paths]
+    with session_scope(settings.database_url) as session:
+        job_ids = [create_job(session, path, source, queue, ga_days_given=ga) for path, ga in items]
+    try:
+        send_batch([(job_id, path, ga) for job_id, (path, ga) in zip(job_ids, items)], queue, app=app_for(settings))
+    except BROKER_ERRORS as exc:
+        log.warning("%d jobs recorded but not queued (broker unreachable: %s); the sweeper will queue them",
+                    len(job_ids), type(exc).__name__)
+        return job_ids, False
+    with session_scope(settings.database_url) as session:
+        for job_id in job_ids:
+            set_job_status(session, job_id, JobStatus.QUEUED, only_from=(JobStatus.RECEIVED,))
+    return job_ids, True
+
+
+def enqueue_one(settings: Settings, path: str | Path, queue: str, source: str, ga_days: float | None = None,
+                sop_instance_uid: str | None = None) -> tuple[int, bool]:
+    """Record one job (committed), then queue it; returns (job id, whether the message was sent).
+
+    Database errors propagate (nothing was recorded); a broker outage does not (the job stays
+    ``received`` for the sweeper). The tables must exist (``db.upgrade``).
+    """
+    path_str = str(Path(path).resolve())
+    with session_scope(settings.database_url) as session:
+        job_id = create_job(session, path_str, source, queue, ga_days_given=ga_days,
+                            sop_instance_uid=sop_instance_uid)
+    try:
+        send(job_id, path_str, queue, ga_days, app=app_for(settings))
+    except BROKER_ERRORS as exc:
+        log.warning("job %s recorded but not queued (broker unreachable: %s); the sweeper will queue it",
+                    job_id, type(exc).__name__)
+        return job_id, False
+    with session_scope(settings.database_url) as session:
+        set_job_status(session, job_id, JobStatus.QUEUED, only_from=(JobStatus.RECEIVED,))
+    return job_id, True
