@@ -15,7 +15,7 @@ from torch import nn
 
 from models.ellipse import Ellipse
 from models.errors import WeightsError
-from models.head_plane import HeadPlaneGate, PlaneVerdict
+from models.plane_verdict import HeadPlaneGate, PlaneVerdict
 from models.plane_net import build_plane_net, plane_logits
 from models.skull_echo import FEATURES, skull_features
 

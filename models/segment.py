@@ -13,7 +13,7 @@ from torch import nn
 
 from models.biometry import Biometry, measure_head
 from models.errors import MeasurementError, NotHeadPlane
-from models.head_plane import HeadPlaneGate
+from models.plane_verdict import HeadPlaneGate
 from models.preprocess import logits_to_full_size, prepare_input, to_unit_float
 
 if TYPE_CHECKING:
