@@ -34,6 +34,15 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class BackendName(StrEnum):
+    """The network's inference backend (``FETALHC_BACKEND``; models.backends.Backend)."""
+
+    AUTO = "auto"  # OpenVINO on CPU when installed, else ONNX Runtime when installed, else torch; torch on CUDA
+    TORCH = "torch"
+    OPENVINO = "openvino"
+    ONNXRUNTIME = "onnxruntime"
+
+
 class GrowthStandardName(StrEnum):
     """The fetal growth standard HC is read against (``FETALHC_GROWTH_STANDARD``; models.growth.Standard)."""
 
@@ -68,7 +77,9 @@ class Settings(BaseSettings):
 
     Variables (prefix ``FETALHC_``): ``DATABASE_URL`` (default: an SQLite file under
     ``$XDG_DATA_HOME/fetalhc``), ``BROKER_URL`` (redis://localhost:6379/0), ``WEIGHTS`` (the
-    shipped model), ``DEVICE`` (auto | cpu | cuda), ``SPOOL_DIR``, ``API_TOKEN``,
+    shipped model), ``DEVICE`` (auto | cpu | cuda), ``BACKEND`` (auto | torch | openvino | onnxruntime:
+    the network's inference backend; auto: OpenVINO on CPU when installed, else ONNX Runtime, else torch;
+    torch on CUDA; the ONNX export is derived from the weights and cached by model version), ``SPOOL_DIR``, ``API_TOKEN``,
     ``GROWTH_STANDARD`` (intergrowth | who), ``BATCH_SIZE`` (scans per forward pass),
     ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison),
     ``MAX_FRAMES`` (16: a cine without (0028,6010) Representative Frame Number and more frames than
@@ -110,6 +121,7 @@ class Settings(BaseSettings):
     broker_url: str = _env("BROKER_URL", "redis://localhost:6379/0")
     weights: str | None = _env("WEIGHTS")
     device: Device = _env("DEVICE", Device.AUTO)
+    backend: BackendName = _env("BACKEND", BackendName.AUTO)
     spool_dir: Path = _env("SPOOL_DIR", factory=lambda: _data_home() / "spool")
     api_token: SecretStr | None = _env("API_TOKEN", secret=True)
     growth_standard: GrowthStandardName = _env("GROWTH_STANDARD", GrowthStandardName.INTERGROWTH)

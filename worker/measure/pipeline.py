@@ -29,6 +29,7 @@ from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
 from dicom_io.reader import open_scans, parse_date, read_dataset
+from models.backends import ForwardPass, cached_forward
 from models.biometry import Biometry
 from models.errors import FetalHCError, MeasurementError, NotHeadPlane
 from models.head_plane import HeadPlaneGate
@@ -45,23 +46,36 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PipelineContext:
-    """What measuring needs: settings, the loaded model, its device and the head-plane gate (None: off)."""
+    """What measuring needs: settings, the loaded model, its device, the head-plane gate (None: off) and
+    the network's forward pass through ``FETALHC_BACKEND`` (None: the torch network itself)."""
 
     settings: Settings
     model: LoadedModel
     device: torch.device
     gate: HeadPlaneGate | None = None
+    forward: ForwardPass | None = None
+
+    @property
+    def net(self) -> torch.nn.Module | ForwardPass:
+        """What ``measure_images`` runs: the backend's forward pass, or the torch network."""
+        return self.forward if self.forward is not None else self.model.net
 
 
 def load_context(settings: Settings) -> PipelineContext:
-    """Load (once per process) the model and the head-plane gate named by the settings on the chosen device.
+    """Load (once per process) the model, its forward pass through ``FETALHC_BACKEND`` and the head-plane
+    gate named by the settings on the chosen device.
+
+    Called in the process that measures (a worker's pool process after the fork, once torch's threads
+    are set): an exported backend takes its thread count from ``torch.get_num_threads()`` then.
 
     Raises:
         WeightsError: the model or the gate (unless ``FETALHC_HEAD_PLANE_GATE=off``) cannot be loaded.
+        BackendUnavailable: ``FETALHC_BACKEND`` names a backend that cannot run here.
     """
     device = pick_device(settings.device)
-    return PipelineContext(settings, cached_model(settings.weights, str(device)), device,
-                           gate_for(settings, str(device)))
+    model = cached_model(settings.weights, str(device))
+    forward = cached_forward(settings.weights, str(device), settings.backend.value)
+    return PipelineContext(settings, model, device, gate_for(settings, str(device)), forward)
 
 
 @dataclass
@@ -112,7 +126,7 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
 
     def flush() -> None:
         t0 = time.perf_counter()
-        results = measure_images(ctx.model.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch],
+        results = measure_images(ctx.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch],
                                  ctx.model.input_size, ctx.device, gate=ctx.gate)
         share = (time.perf_counter() - t0) * 1000 / len(batch)
         for (item, scan), result in zip(batch, results):
