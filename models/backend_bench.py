@@ -45,6 +45,8 @@ class ForwardTiming:
     load_seconds: float | None  # building the forward pass: export (first time) or cache read, and compilation
     load_average: float | None  # 1-minute load average of the machine when the row was measured
     error: str | None = None
+    amp: bool = False  # torch under bf16 autocast (``amp=True``; exported backends always run float32)
+    device: str = "cpu"
 
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values."""
@@ -61,11 +63,13 @@ def _load_average() -> float | None:
 def bench_forward(
     model: LoadedModel, backends: Sequence[str] = DEFAULT_BACKENDS, batch_sizes: Sequence[int] = (1, 8),
     repeats: int = 10, warmup: int = 2, device: torch.device | str = "cpu", cache_dir: str | Path | None = None,
-    threads: int | None = None, flips: Sequence[tuple[int, ...]] = TTA_FLIPS, seed: int = 0,
+    threads: int | None = None, flips: Sequence[tuple[int, ...]] = TTA_FLIPS, seed: int = 0, amp: bool = False,
 ) -> list[ForwardTiming]:
     """Time ``predict_member_logits`` (the network with its flips) per backend and batch size.
 
     ``threads`` sets torch's CPU threads for the run (and the exported backends'); default: as they are.
+    ``amp``: the torch backend runs under ``torch.autocast`` in bfloat16 on ``device`` (the exported
+    backends run float32 regardless: their rows say ``amp`` False).
     A backend that cannot run here gives a row with its ``error`` instead of times.
     """
     if repeats < 1 or warmup < 0:
@@ -81,11 +85,12 @@ def bench_forward(
             backend = resolve_backend(name, device)
             forward = make_forward(model, backend, device, cache_dir=cache_dir, threads=used_threads)
         except (BackendUnavailable, ValueError) as exc:
-            rows += [ForwardTiming(name, n, len(flips), used_threads, 0, None, None, None, _load_average(), str(exc))
-                     for n in batch_sizes]
+            rows += [ForwardTiming(name, n, len(flips), used_threads, 0, None, None, None, _load_average(), str(exc),
+                                   device=str(device)) for n in batch_sizes]
             continue
         load_s = time.perf_counter() - started
         label = backend.value if name == Backend.AUTO.value else name
+        use_amp = amp and backend is Backend.TORCH
         for n in batch_sizes:
             batch = torch.randn(n, 1, *model.input_size, generator=generator).to(device)
             times = []
@@ -93,9 +98,11 @@ def bench_forward(
                 if torch.device(device).type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                predict_member_logits(forward, batch, flips).cpu()
+                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_amp):
+                    predict_member_logits(forward, batch, flips).cpu()
                 if i >= warmup:
                     times.append((time.perf_counter() - t0) / n)
             rows.append(ForwardTiming(label, n, len(flips), used_threads, repeats, round(statistics.median(times), 5),
-                                      round(min(times), 5), round(load_s, 3), _load_average()))
+                                      round(min(times), 5), round(load_s, 3), _load_average(), amp=use_amp,
+                                      device=str(device)))
     return rows

@@ -12,6 +12,7 @@ import sys
 
 from models.errors import FetalHCError
 from worker.cli.admin import cmd_db, cmd_sr
+from worker.cli.bench import add_arguments as add_bench_arguments
 from worker.cli.ingesting import _date, cmd_backfill, cmd_listen, cmd_watch
 from worker.cli.process import OUTPUT_FIELDS, cmd_process
 from worker.cli.queueing import (
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cine", default=None, metavar="PATH",
                    help="time the pipeline on this multi-frame DICOM instead (frames per FETALHC_MAX_FRAMES)")
     p.add_argument("--json", action="store_true")
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="measure generated sample scans end to end (SQLite)")

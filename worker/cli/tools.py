@@ -15,8 +15,12 @@ from worker.core.settings import get_settings
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time the measurement of generated 800x540 scans (or of one cine, ``--cine``) on this machine."""
+    from worker.cli.bench import build_report, wants_report, write_report
     from worker.tools.bench import run_bench, run_cine_bench
 
+    if wants_report(args):
+        write_report(build_report(get_settings(), args), args.out)
+        return 0
     if args.cine:
         report = run_cine_bench(get_settings(), Path(args.cine), threads=args.threads)
     else:

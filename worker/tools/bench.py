@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import os
 import platform
+import random
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy import delete, insert
 
+from db import Measurement, query_measurements, session_scope, upgrade
 from dicom_io import DicomError, iter_scans, read_scan
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
+from models.backend_bench import DEFAULT_BACKENDS, bench_forward
 from models.biometry import Biometry
+from models.network import pick_device
 from models.segment import measure_images
+from models.weights import cached_model
+from worker.core.cpus import available_cpus
 from worker.core.settings import Settings
 from worker.measure.pipeline import WorkItem, load_context, measure_rows
 
@@ -103,3 +115,144 @@ def run_cine_bench(settings: Settings, path: Path, threads: int | None = None) -
         "infer_s": round(item.infer_ms / 1000, 2), "rows": len(rows), "status": row["status"],
         "best_frame": row.get("frame"), "hc_mm": row.get("hc_mm"), "quality": row.get("quality"),
     }
+
+
+# -- the report of issue 14: backends, pipeline against the bare forward pass, results queries ------------------------
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPUs usable, load, torch threads, CUDA device."""
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": platform.processor() or platform.machine(), "cpus_usable": available_cpus(),
+            "load_average_1m": _load_average(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda_device": cuda, "python": platform.python_version()}
+
+
+def write_phantom_scans(folder: Path, n: int) -> list[Path]:
+    """``n`` scanner-sized (800 x 540) phantom heads of known HC as US Image Storage files, 0.15 mm pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_us_image(folder / f"{i}.dcm", make_phantom(hc_mm=120 + (37 * i) % 200, seed=i).image, 0.15)
+            for i in range(n)]
+
+
+def _pipeline_seconds(ctx: Any, paths: list[Path], amp: bool) -> float:
+    """Seconds per scan of ``measure_rows`` (read, segment, fit, growth facts; nothing stored) over ``paths``."""
+    with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
+        t0 = time.perf_counter()
+        measure_rows(ctx, [WorkItem(p) for p in paths])
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / len(paths)
+
+
+def bench_backends(settings: Settings, n: int = 16, backends: Sequence[str] = DEFAULT_BACKENDS,
+                   batch_sizes: Sequence[int] = (8,), repeats: int = 5, amp: bool = False,
+                   cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Per backend and batch size: the bare 3-flip forward pass and the whole pipeline, seconds per scan.
+
+    The forward pass is ``models.backend_bench.bench_forward`` (random input at the model's size); the
+    pipeline is ``measure_rows`` on ``n`` written phantom DICOMs, one scan per call (``single``) and
+    ``FETALHC_BATCH_SIZE`` = each batch size over all of them (``batched``); the gate follows the settings.
+    ``ratio``: pipeline seconds over forward seconds at the same batch size (1 for single).
+    ``amp``: torch under bf16 autocast (a GPU's figures; exported backends ignore it).
+    """
+    if n < 1:
+        raise ValueError(f"n={n}: at least 1 scan")
+    device = pick_device(settings.device)
+    model = cached_model(settings.weights, str(device))
+    sizes = sorted({1, *batch_sizes})
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_phantom_scans(Path(tmp), n)
+        for name in backends:
+            mine = bench_forward(model, [name], sizes, repeats=repeats, device=device, cache_dir=cache_dir, amp=amp)
+            entry: dict[str, Any] = {"backend": mine[0].backend, "asked": name, "device": str(device), "amp": amp,
+                                     "scans": n, "forward": [r.as_dict() for r in mine]}
+            errors = [r.error for r in mine if r.error]
+            if errors:
+                entry["error"] = errors[0]
+                out.append(entry)
+                continue
+            ctx = load_context(settings.replace(backend=name, batch_size=1))
+            _pipeline_seconds(ctx, paths[:1], amp)  # one-off costs (first call, gate) out of the timing
+            single = statistics.median(_pipeline_seconds(ctx, [p], amp) for p in paths)
+            fwd = {r.batch_size: r.seconds_per_image for r in mine}
+            pipeline = {"single_s_per_scan": round(single, 4), "single_ratio_to_forward": round(single / fwd[1], 2)}
+            for size in sizes:
+                if size == 1:
+                    continue
+                batched_ctx = load_context(settings.replace(backend=name, batch_size=size))
+                batched = min(_pipeline_seconds(batched_ctx, paths, amp) for _ in range(2))
+                pipeline[f"batched_{size}_s_per_scan"] = round(batched, 4)
+                pipeline[f"batched_{size}_ratio_to_forward"] = round(batched / fwd[size], 2)
+            entry["pipeline"] = pipeline
+            entry["head_plane_gate"] = "off" if ctx.gate is None else "on"
+            out.append(entry)
+    return out
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(1000 * _percentile(seconds, 50), 2), "p95_ms": round(1000 * _percentile(seconds, 95), 2),
+            "queries": len(seconds)}
+
+
+def bench_rows(rows: int, database_url: str | None = None, repeats: int = 30, seed: int = 0) -> dict[str, Any]:
+    """Results-query latency at ``rows`` measurement rows: ``db.query_measurements`` p50/p95 on typical filters.
+
+    Fills ``database_url`` (default: a temporary SQLite file; PostgreSQL when given) with ``rows`` rows of
+    its own (model version ``bench-rows-<hex>``: 10 images per patient, study dates over ten years, 90%
+    measured, 7% needs_review, 2% failed, 1% not_head), times one patient's rows, a 30-day study date
+    range and a status (first 100 rows each, as ``fetalhc results --limit 100``), then deletes its rows.
+    """
+    if rows < 1:
+        raise ValueError(f"rows={rows}: at least 1")
+    with contextlib.ExitStack() as stack:
+        if database_url is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            database_url = f"sqlite:///{tmp / 'bench.db'}"
+        upgrade(database_url)
+        version = f"bench-rows-{uuid.uuid4().hex[:12]}"
+        rng = random.Random(seed)
+        first_day = dt.date(2015, 1, 1)
+        patients = max(1, rows // 10)
+        statuses = ["measured"] * 90 + ["needs_review"] * 7 + ["failed"] * 2 + ["not_head"]
+        now = dt.datetime.now(dt.timezone.utc)
+        t0 = time.perf_counter()
+        try:
+            for start in range(0, rows, 5000):
+                chunk = [{
+                    "sop_instance_uid": f"2.25.{version[11:]}.{i}", "frame": 1, "model_version": version,
+                    "model_name": "bench", "path": f"/bench/{i}.dcm", "patient_id": f"P{i % patients:07d}",
+                    "study_instance_uid": f"2.25.{i // 3}", "series_instance_uid": f"2.25.{i // 3}.1",
+                    "study_date": first_day + dt.timedelta(days=rng.randrange(3650)),
+                    "status": rng.choice(statuses), "hc_mm": round(rng.uniform(80, 340), 2),
+                    "created_at": now, "updated_at": now,
+                } for i in range(start, min(rows, start + 5000))]
+                with session_scope(database_url) as session:
+                    session.execute(insert(Measurement), chunk)
+            fill_s = time.perf_counter() - t0
+            timings: dict[str, list[float]] = {"patient": [], "study_date_30_days": [], "status_needs_review": []}
+            with session_scope(database_url) as session:
+                for _ in range(repeats):
+                    since = first_day + dt.timedelta(days=rng.randrange(3620))
+                    for key, filters in (("patient", {"patient_id": f"P{rng.randrange(patients):07d}"}),
+                                         ("study_date_30_days", {"since": since,
+                                                                 "until": since + dt.timedelta(days=30)}),
+                                         ("status_needs_review", {"status": "needs_review"})):
+                        t0 = time.perf_counter()
+                        found = query_measurements(session, limit=100, **filters)
+                        timings[key].append(time.perf_counter() - t0)
+                        session.expunge_all()
+                        assert isinstance(found, list)
+        finally:
+            with session_scope(database_url) as session:
+                session.execute(delete(Measurement).where(Measurement.model_version == version))
+    return {"rows": rows, "database": database_url.split(":", 1)[0], "fill_s": round(fill_s, 2),
+            "limit": 100, **{key: _percentiles(values) for key, values in timings.items()}}

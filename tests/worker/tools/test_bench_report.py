@@ -1,0 +1,79 @@
+"""``fetalhc bench`` report sections: their keys and sane values on tiny N (benchmarks, never timed here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from db import Job, Measurement, session_scope
+from worker.cli import main
+
+
+def _report(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> dict:
+    out = tmp_path / "bench.json"
+    assert main(["bench", *argv, "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    return printed
+
+
+def test_backends_report_forward_pipeline_and_their_ratio(fetalhc_env: pytest.MonkeyPatch, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    fetalhc_env.setenv("FETALHC_HEAD_PLANE_GATE", "off")
+    fetalhc_env.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    report = _report(capsys, tmp_path, "--backends", "torch,onnxruntime,nosuch", "-n", "2", "--repeats", "1",
+                     "--batch-sizes", "2", "--threads", "1")
+    assert report["command"].startswith("fetalhc ") and report["machine"]["cpus_usable"] >= 1
+    by_name = {b["asked"]: b for b in report["backends"]}
+    assert set(by_name) == {"torch", "onnxruntime", "nosuch"}
+    assert "choose one of" in by_name["nosuch"]["error"] and "pipeline" not in by_name["nosuch"]
+    for name in ("torch", "onnxruntime"):
+        entry = by_name[name]
+        assert [r["batch_size"] for r in entry["forward"]] == [1, 2]
+        assert all(r["seconds_per_image"] > 0 and r["flips"] == 3 for r in entry["forward"])
+        pipeline = entry["pipeline"]
+        assert pipeline["single_s_per_scan"] > 0 and pipeline["batched_2_s_per_scan"] > 0
+        forward_1 = entry["forward"][0]["seconds_per_image"]
+        assert pipeline["single_ratio_to_forward"] == pytest.approx(pipeline["single_s_per_scan"] / forward_1,
+                                                                    rel=0.05, abs=0.02)
+    assert not Path(fetalhc_env_db(fetalhc_env)).exists()  # the pipeline bench stores nothing
+
+
+def fetalhc_env_db(_: pytest.MonkeyPatch) -> str:
+    from worker.core.settings import get_settings
+
+    return get_settings().database_url.removeprefix("sqlite:///")
+
+
+def test_rows_report_query_percentiles_and_leaves_no_rows(tmp_path: Path, fetalhc_env: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    scratch = f"sqlite:///{tmp_path / 'scratch.db'}"
+    report = _report(capsys, tmp_path, "--rows", "300", "--database-url", scratch)
+    rows = report["results_query"]
+    assert rows["rows"] == 300 and rows["database"] == "sqlite"
+    for key in ("patient", "study_date_30_days", "status_needs_review"):
+        assert 0 < rows[key]["p50_ms"] <= rows[key]["p95_ms"] and rows[key]["queries"] == 30
+    with session_scope(scratch) as session:
+        assert session.scalar(select(func.count()).select_from(Measurement)) == 0
+
+
+def test_enqueue_report_counts_its_own_jobs_and_cleans_them_up(tmp_path: Path, fetalhc_env: pytest.MonkeyPatch,
+                                                               redis_url: str, capsys: pytest.CaptureFixture[str],
+                                                               ) -> None:
+    fetalhc_env.setenv("FETALHC_BROKER_URL", redis_url)
+    from db import create_job, upgrade
+    from worker.core.settings import get_settings
+
+    url = get_settings().database_url
+    upgrade(url)
+    with session_scope(url) as session:  # someone else's job stays
+        create_job(session, "/archive/other.dcm", "cli", "live")
+    report = _report(capsys, tmp_path, "--enqueue", "120")
+    enq = report["enqueue"]
+    assert enq["files"] == 120 and enq["queued"] == 120 and enq["deferred"] == 0 and enq["files_per_s"] > 0
+    assert enq["jobs_deleted"] == 120 and enq["messages_purged"] == 120
+    with session_scope(url) as session:
+        assert [j.path for j in session.scalars(select(Job))] == ["/archive/other.dcm"]
