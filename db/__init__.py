@@ -13,6 +13,13 @@ from db.ob_reports import (
     study_sonographer_hc,
     upsert_ob_report,
 )
+from db.report_facts import (
+    AgreementPair,
+    agreement_pairs,
+    set_report_facts,
+    studies_owing_report_facts,
+    study_measured_rows,
+)
 from db.repository import (
     create_job,
     get_job,
@@ -53,4 +60,6 @@ __all__ = [
     "ObReportFetusRow", "ObReportRow", "ObReportStatus", "SonographerBiometry", "StudyDating", "get_ob_report",
     "ob_report_fetuses", "record_malformed_report", "study_dating", "study_fetus_count", "study_sonographer_hc",
     "upsert_ob_report",
+    # the measurement rows a report speaks to (db.report_facts)
+    "AgreementPair", "agreement_pairs", "set_report_facts", "studies_owing_report_facts", "study_measured_rows",
 ]

@@ -71,6 +71,9 @@ class MeasurementRow(Mapping[str, Any]):
     growth_standard: str | None = None
     growth_flags: str | None = None
     centile_reason: str | None = None
+    sonographer_hc_mm: float | None = None
+    hc_diff_mm: float | None = None
+    fetus_count: int | None = None
     reason: str | None = None
     detail: str | None = None
     read_ms: float | None = None

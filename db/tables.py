@@ -146,7 +146,7 @@ class Measurement(Base):
     flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated
 
     ga_days: Mapped[float | None] = mapped_column(Float)  # GA used for the centile
-    ga_source: Mapped[str | None] = mapped_column(String(16))  # given | lmp | none
+    ga_source: Mapped[str | None] = mapped_column(String(16))  # given | report_edd | report_lmp | lmp | none
     ga_estimate_days: Mapped[float | None] = mapped_column(Float)  # GA estimated from this HC
     ga_formula: Mapped[str | None] = mapped_column(String(32))
     hc_z_score: Mapped[float | None] = mapped_column(Float)
@@ -154,6 +154,11 @@ class Measurement(Base):
     growth_standard: Mapped[str | None] = mapped_column(String(32))
     growth_flags: Mapped[str | None] = mapped_column(String(128))
     centile_reason: Mapped[str | None] = mapped_column(String(128))
+    # The scanner's OB-GYN report of the study (ob_reports): the sonographer's HC of this fetus, fetalhc's HC
+    # minus it, and the fetuses the report counts (NULL: no report seen for the study yet).
+    sonographer_hc_mm: Mapped[float | None] = mapped_column(Float)
+    hc_diff_mm: Mapped[float | None] = mapped_column(Float)
+    fetus_count: Mapped[int | None] = mapped_column(Integer)
 
     status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(String(64))

@@ -65,7 +65,7 @@ def _legacy_database(url: str) -> None:
 
 
 def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
-    assert BASELINE == "0001" and head_revision() == "0005"
+    assert BASELINE == "0001" and head_revision() == "0006"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
@@ -284,7 +284,7 @@ def test_0005_adds_the_report_tables_keeps_rows_and_downgrades(empty_url: str) -
                           "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
     assert "ob_reports" not in _tables(empty_url)
     dispose_all()
-    assert upgrade(empty_url) == "0005"
+    assert upgrade(empty_url) == head_revision()  # through 0005 (and the later revisions)
     inspector = inspect(get_engine(empty_url))
     assert {i["name"] for i in inspector.get_indexes("ob_reports")} >= {"ix_ob_reports_study_instance_uid"}
     assert [u["column_names"] for u in inspector.get_unique_constraints("ob_reports")] == [["sop_instance_uid"]]
@@ -306,3 +306,27 @@ def test_0005_adds_the_report_tables_keeps_rows_and_downgrades(empty_url: str) -
     assert {"ob_reports", "ob_report_fetuses"}.isdisjoint(_tables(empty_url))
     with get_engine(empty_url).connect() as conn:
         assert conn.execute(text("SELECT sop_instance_uid FROM measurements")).scalars().all() == ["1.2.13"]
+
+
+def test_0006_adds_the_sonographer_columns_keeps_rows_and_downgrades(empty_url: str) -> None:
+    """From 0005 with a measured row: sonographer_hc_mm, hc_diff_mm and fetus_count appear NULL; 0005 again drops them."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0005")
+        conn.execute(text("INSERT INTO measurements (sop_instance_uid, frame, model_version, status, hc_mm, "
+                          "created_at, updated_at) VALUES ('1.2.15', 1, 'v1', 'measured', 171.5, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    dispose_all()
+    assert upgrade(empty_url) == "0006"
+    with session_scope(empty_url) as s:
+        assert s.execute(select(Measurement.hc_mm, Measurement.sonographer_hc_mm, Measurement.hc_diff_mm,
+                                Measurement.fetus_count)).all() == [(171.5, None, None, None)]
+    assert schema_differences(get_engine(empty_url)) == []
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.downgrade(alembic_config(conn), "0005")
+    columns = {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
+    assert {"sonographer_hc_mm", "hc_diff_mm", "fetus_count"}.isdisjoint(columns) and "hc_mm" in columns

@@ -114,7 +114,7 @@ def measure_upload(app: ApiApp, upload: Upload, deadline: float | None = None) -
         if upload.kind != "dicom" and row.get("spacing_source"):
             row = row.replace(spacing_source=SpacingSource.GIVEN.value)  # the caller's spacing_mm, not the file's
         if upload.store:
-            store_rows(app.settings.database_url, [item], [row])
+            row = store_rows(app.settings.database_url, [item], [row], app.settings.growth_standard)[0]  # + its report's facts
     log.info("api measure kind=%s status=%s reason=%s stored=%s ms=%s", upload.kind, row["status"],
              row.get("reason"), upload.store, row.get("total_ms"))
     return measure_body(row, item, upload, overlay), 422 if row["status"] == "failed" else 200

@@ -22,7 +22,7 @@ from worker.backfill.dimse import RetrieveError, dicom_range
 from worker.backfill.folder import in_range, parse_da
 from worker.backfill.runner import Candidate
 from worker.core.settings import Settings
-from worker.ingest.intake import is_ultrasound
+from worker.ingest.intake import is_intake_class
 from worker.ingest.spool import write_instance
 
 log = logging.getLogger(__name__)
@@ -127,14 +127,14 @@ class DicomwebSource:
                 continue
             for series in list(_paged(self.client.search_for_series, study_uid)):
                 series_uid = _value(series, SERIES_UID)
-                if _value(series, MODALITY) not in ("US", ""):
+                if _value(series, MODALITY) not in ("US", "SR", ""):  # SR: the scanner's OB-GYN report
                     skip("not_ultrasound")
                     continue
                 for inst in list(_paged(self.client.search_for_instances, study_uid, series_uid)):
                     uid, sop_class = _value(inst, SOP_UID), _value(inst, SOP_CLASS)
                     if not uid:
                         continue
-                    if sop_class and not is_ultrasound(sop_class):
+                    if sop_class and not is_intake_class(sop_class):
                         skip("not_ultrasound")
                         continue
                     yield Candidate(uid, sop_class or None, study_date, (study_uid, series_uid))

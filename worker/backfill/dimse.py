@@ -44,11 +44,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from dicom_io.reader import ULTRASOUND_SOP_CLASSES
 from models.errors import RetrieveError
 from worker.backfill.folder import in_range, parse_da
 from worker.backfill.runner import Candidate
-from worker.ingest.intake import is_ultrasound
+from worker.ingest.intake import INTAKE_SOP_CLASSES, is_intake_class
 from worker.ingest.spool import is_valid_uid, received_file, write_instance
 
 log = logging.getLogger(__name__)
@@ -180,8 +179,8 @@ class DimseSource:
             q.Modality = ""
             for series in self._find(assoc, q):
                 series_uid = str(series.get("SeriesInstanceUID", ""))
-                if str(series.get("Modality", "")).strip() not in ("US", ""):
-                    skip("not_ultrasound")  # a whole non-US series (SR, KO, ...): instances not listed
+                if str(series.get("Modality", "")).strip() not in ("US", "SR", ""):  # SR: the OB-GYN report
+                    skip("not_ultrasound")  # a whole series of another modality (KO, PR, ...): instances not listed
                     continue
                 qi = Dataset()
                 qi.QueryRetrieveLevel = "IMAGE"
@@ -194,7 +193,7 @@ class DimseSource:
                     sop_class = str(inst.get("SOPClassUID", "") or "")
                     if not uid:
                         continue
-                    if sop_class and not is_ultrasound(sop_class):
+                    if sop_class and not is_intake_class(sop_class):
                         skip("not_ultrasound")
                         continue
                     found.append(Candidate(uid, sop_class or None, study_date, (study_uid, series_uid)))
@@ -212,7 +211,7 @@ class DimseSource:
         roles = []
         if self.retrieve == "get":
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-            for sop_class in sorted(ULTRASOUND_SOP_CLASSES):
+            for sop_class in sorted(INTAKE_SOP_CLASSES):
                 for syntax in STORAGE_TRANSFER_SYNTAXES:
                     ae.add_requested_context(sop_class, syntax)
                 roles.append(build_role(sop_class, scp_role=True))  # we store what the C-GET sends back
@@ -228,7 +227,7 @@ class DimseSource:
             return
         scp = AE(ae_title=self.move_ae)
         scp.require_called_aet = True
-        for sop_class in sorted(ULTRASOUND_SOP_CLASSES):
+        for sop_class in sorted(INTAKE_SOP_CLASSES):
             scp.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         self._scp = scp.start_server((self.move_host, int(self.move_port or 0)), block=False,
                                      evt_handlers=[(evt.EVT_C_STORE, self.arrivals.handle_store)])

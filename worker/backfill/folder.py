@@ -13,7 +13,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 
 from worker.backfill.runner import Candidate
-from worker.ingest.intake import is_ultrasound
+from worker.ingest.intake import is_intake_class
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class FolderSource:
         if not uid:
             skip("not_dicom")
             return None
-        if not is_ultrasound(sop_class):
+        if not is_intake_class(sop_class):  # ultrasound images and SRs (OB-GYN reports: recorded, not measured)
             skip("not_ultrasound")
             return None
         return Candidate(uid, sop_class, parse_da(ds.get("StudyDate")), path.resolve())
@@ -100,7 +100,7 @@ class FolderSource:
             path = Path(instance.path).resolve()
             covered.add(path)
             sop_class = str(getattr(instance, "SOPClassUID", "") or "")
-            if not is_ultrasound(sop_class):
+            if not is_intake_class(sop_class):
                 skip("not_ultrasound")
                 continue
             if not path.is_file():

@@ -33,7 +33,14 @@ def cmd_process(args: argparse.Namespace) -> int:
         chunk = paths[start : start + settings.batch_size]
         with session_scope(settings.database_url) as session:
             job_ids = [create_job(session, str(p.resolve()), "cli") for p in chunk]
-        rows = measure_items(ctx, [WorkItem(p, j, ga_days.get(str(p.resolve()))) for p, j in zip(chunk, job_ids)])
+        items = [WorkItem(p, j, ga_days.get(str(p.resolve()))) for p, j in zip(chunk, job_ids)]
+        rows = measure_items(ctx, items)
+        for item in items:  # an SR: an OB-GYN report recorded (not a scan, never a failure), or another SR passed over
+            if item.report is not None:
+                if args.json:
+                    _print_json(item.report.summary())
+                else:
+                    print(f"{item.path}: report ({item.report.reason}: {item.report.detail})")
         for row in rows:
             if row["status"] == "failed":
                 exit_code = 3

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from db import UNFINISHED_JOB_STATUSES, Job, session_scope
+from dicom_io.ob_report import OB_REPORT_SOP_CLASSES
 from dicom_io.reader import ULTRASOUND_SOP_CLASSES
 from worker.core.settings import Settings
 from worker.ingest.spool import content_digest, spool_path, variant_path, write_atomic
@@ -24,6 +25,16 @@ _SPOOL_LOCK = threading.Lock()
 def is_ultrasound(sop_class_uid: str | None) -> bool:
     """True for US Image Storage and US Multi-frame Image Storage (current and retired UIDs)."""
     return str(sop_class_uid or "").strip() in ULTRASOUND_SOP_CLASSES
+
+
+# What is taken in wherever scans arrive: ultrasound images, and the SR classes (Comprehensive, Enhanced,
+# Extensible) a scanner's OB-GYN report comes in (recorded as a report by the pipeline, never measured).
+INTAKE_SOP_CLASSES: frozenset[str] = frozenset(ULTRASOUND_SOP_CLASSES) | OB_REPORT_SOP_CLASSES
+
+
+def is_intake_class(sop_class_uid: str | None) -> bool:
+    """True for an ultrasound image class or an SR class an OB-GYN report may be stored in."""
+    return str(sop_class_uid or "").strip() in INTAKE_SOP_CLASSES
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ peers that send nothing are dropped after ``FETALHC_DICOM_TIMEOUT`` seconds, and
 from __future__ import annotations
 
 import logging
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
@@ -32,10 +34,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_io.errors import DicomError
-from dicom_io.reader import ULTRASOUND_SOP_CLASSES, read_sop_identity
+from dicom_io.ob_report import OB_REPORT_SOP_CLASSES, is_ob_report
+from dicom_io.reader import read_dataset, read_sop_identity
 from worker.core.peers import AllowedCallers, parse_allowed_callers
 from worker.core.settings import Settings
-from worker.ingest.intake import accept_instance, is_ultrasound
+from worker.ingest.intake import INTAKE_SOP_CLASSES, accept_instance, is_intake_class
 from worker.ingest.spool import is_valid_uid, received_file
 from worker.queue.celery_app import LIVE_QUEUE
 
@@ -73,7 +76,7 @@ def handle_store(event: evt.Event, settings: Settings, source: str = "live", que
 def _store(event: evt.Event, received: Path | None, settings: Settings, source: str, queue: str) -> int:
     sop_class = str(event.request.AffectedSOPClassUID or "").strip()
     sop_uid = str(event.request.AffectedSOPInstanceUID or "").strip()
-    if not is_ultrasound(sop_class):
+    if not is_intake_class(sop_class):
         if settings.accept_other == "refuse":
             return SOP_CLASS_NOT_SUPPORTED  # refused: only ultrasound is wanted here
         log.info("ignored an instance of SOP class %s (not ultrasound)", sop_class)
@@ -100,6 +103,11 @@ def _store(event: evt.Event, received: Path | None, settings: Settings, source: 
     if dataset_uid != sop_uid:
         log.warning("refused an instance whose SOP Instance UID is not the one its C-STORE request announced")
         return INSTANCE_MISMATCH  # stored under the wrong name it would replace another instance's file
+    if sop_class in OB_REPORT_SOP_CLASSES and not _is_ob_report_file(data):
+        if settings.accept_other == "refuse":
+            return SOP_CLASS_NOT_SUPPORTED  # an SR, but not an OB-GYN report: not wanted here
+        log.info("ignored an SR that is not an OB-GYN report")
+        return SUCCESS  # accepted and dropped (ACCEPT_OTHER=ignore)
     try:
         intake = accept_instance(settings, sop_uid, data, source, queue)
     except OSError as exc:
@@ -110,6 +118,18 @@ def _store(event: evt.Event, received: Path | None, settings: Settings, source: 
         return OUT_OF_RESOURCES  # spooled but no job recorded: not durable yet, the sender retries
     log.info("stored job %s from %s", intake.job_id, event.assoc.requestor.ae_title)
     return SUCCESS  # the file is fsynced and the job committed
+
+
+def _is_ob_report_file(data: bytes | Path) -> bool:
+    """True when a received SR is an OB-GYN report (its header: ``dicom_io.ob_report.is_ob_report``)."""
+    try:
+        if isinstance(data, bytes):
+            return is_ob_report(dcmread(BytesIO(data), stop_before_pixels=True))
+        return is_ob_report(read_dataset(data, stop_before_pixels=True))
+    except DicomError:
+        return False
+    except Exception:  # noqa: BLE001 - whatever pydicom raises on bytes it cannot parse: not a report
+        return False
 
 
 def handle_requested(event: evt.Event, callers: AllowedCallers) -> None:
@@ -203,7 +223,8 @@ def handlers(settings: Settings, source: str = "live", queue: str = LIVE_QUEUE) 
 
 
 def make_ae(settings: Settings, ae_title: str | None = None) -> AE:
-    """An AE that accepts Verification and the ultrasound storage classes in every transfer syntax.
+    """An AE that accepts Verification, the ultrasound storage classes and the SR classes an OB-GYN report comes in
+    (Comprehensive, Enhanced, Extensible SR), in every transfer syntax.
 
     With ``ACCEPT_OTHER=ignore`` every other storage class is accepted too (and dropped by the
     handler); with ``refuse`` their presentation contexts are rejected at association time.
@@ -216,11 +237,11 @@ def make_ae(settings: Settings, ae_title: str | None = None) -> AE:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.dicom_timeout_s
     ae.add_supported_context(Verification)
     # Scanners send JPEG (baseline, lossless), JPEG-LS, JPEG 2000, RLE: all transfer syntaxes.
-    for uid in sorted(ULTRASOUND_SOP_CLASSES):
+    for uid in sorted(INTAKE_SOP_CLASSES):
         ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
     if settings.accept_other == "ignore":
         for cx in AllStoragePresentationContexts:
-            if cx.abstract_syntax not in ULTRASOUND_SOP_CLASSES:
+            if cx.abstract_syntax not in INTAKE_SOP_CLASSES:
                 ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     return ae
 

@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.core.settings import Settings
-from worker.ingest.intake import accept_instance, is_ultrasound
+from worker.ingest.intake import accept_instance, is_intake_class
 from worker.ingest.spool import is_valid_uid
 from worker.queue.celery_app import LIVE_QUEUE
 
@@ -115,7 +115,7 @@ class DropFolderWatcher:
             return self._aside(path, "rejected")
         sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
         sop_uid = str(ds.get("SOPInstanceUID", "")).strip()
-        if not is_ultrasound(sop_class):
+        if not is_intake_class(sop_class):  # ultrasound, or an SR (an OB-GYN report is recorded by the worker)
             return self._aside(path, "ignored")
         if not is_valid_uid(sop_uid):
             return self._aside(path, "rejected")

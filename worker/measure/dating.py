@@ -5,24 +5,33 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from db import StudyDating
 from models.growth import CentileResult, ga_from_hc, hc_centile
 
 
 @dataclass(frozen=True)
 class GestationalAge:
-    """GA used for centiles (days) and its source: ``given`` (with the job), ``lmp`` or ``none``."""
+    """GA used for centiles (days) and its source: ``given`` (with the job), ``report_edd`` / ``report_lmp`` (the
+    study's OB-GYN report), ``lmp`` (the image header) or ``none``."""
 
     days: float | None
     source: str
 
 
-def ga_for_centile(given_days: float | None, lmp: dt.date | None, study_date: dt.date | None) -> GestationalAge:
-    """A GA given with the job, else (0010,21D0) Last Menstrual Date against the Study Date, else none.
+def ga_for_centile(given_days: float | None, lmp: dt.date | None, study_date: dt.date | None,
+                   report: StudyDating | None = None) -> GestationalAge:
+    """A GA given with the job, else the study's report (its EDD: GA = 280 - (EDD - Study Date), ``report_edd``;
+    else its LMP, ``report_lmp``), else (0010,21D0) Last Menstrual Date against the Study Date, else none.
 
-    Never the GA that the same HC produced: a centile of a dating estimate is circular.
+    The report's dating counts on the image's (0008,0020) Study Date, or the report's own when the image has
+    none. Never the GA that the same HC produced: a centile of a dating estimate is circular.
     """
     if given_days is not None:
         return GestationalAge(float(given_days), "given")
+    if report is not None:
+        days = report.ga_days_on(study_date) if study_date is not None else report.ga_days
+        if days is not None and days >= 0:
+            return GestationalAge(float(days), report.source)
     if lmp and study_date and study_date >= lmp:
         return GestationalAge(float((study_date - lmp).days), "lmp")
     return GestationalAge(None, "none")

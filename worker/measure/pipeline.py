@@ -39,6 +39,12 @@ from models.weights import LoadedModel, cached_model
 from worker.core.settings import Settings
 from worker.measure.dating import ga_for_centile, growth_facts
 from worker.measure.gate import gate_for, refusal_detail
+from worker.measure.reports import (
+    ReportOutcome,
+    apply_report_facts,
+    record_report,
+    sr_header,
+)
 from worker.measure.sr_export import export_and_record, mark_owed
 
 log = logging.getLogger(__name__)
@@ -90,6 +96,7 @@ class WorkItem:
     refused_frames: int = 0
     first_scan: Scan | None = None
     frames: FramePlan | None = None  # the frames read, and why (e.g. a sampled cine)
+    report: ReportOutcome | None = None  # an SR (an OB-GYN report): recorded, not measured (no row)
     error: FetalHCError | None = None
     read_ms: float = 0.0
     infer_ms: float = 0.0
@@ -250,33 +257,61 @@ def measure_rows(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[Measur
         return [_row(ctx, item) for item in items]
 
 
-def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[MeasurementRow]) -> None:
-    """Upsert each row with an instance UID and finish each item's job with its outcome.
+def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[MeasurementRow],
+               growth_standard: str | None = None) -> list[MeasurementRow]:
+    """Upsert each row with an instance UID and finish each item's job with its outcome; the rows as stored.
 
+    With ``growth_standard``, a row with an HC whose study has an OB-GYN report gets the report's facts
+    first (``worker.measure.reports.apply_report_facts``: its dating's GA and centile, the sonographer's HC).
     A file whose instance UID is unknown (unreadable) gets no measurement row, only its job's
     failure. Database errors propagate (transient: the caller retries).
     """
+    stored: list[MeasurementRow] = []
     with session_scope(database_url) as session:
         for item, row in zip(items, rows):
+            if growth_standard is not None:
+                row = apply_report_facts(session, row, growth_standard)
+            stored.append(row)
             if row.get("sop_instance_uid"):
                 upsert_measurement(session, row)
             if item.job_id is not None:
                 status = JOB_STATUS_OF[row["status"]]
                 set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
                                sop_instance_uid=row.get("sop_instance_uid"))
+    return stored
+
+
+def take_reports(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[WorkItem]:
+    """Record the items that are SRs (an OB-GYN report: ``worker.measure.reports``), setting their ``report``;
+    the items left to measure. Database errors propagate (transient)."""
+    left = []
+    for item in items:
+        header = sr_header(item.path) if item.report is None else None
+        if header is not None:
+            item.report = record_report(ctx.settings.database_url, ctx.settings.growth_standard, item.path,
+                                        item.job_id, header)
+        if item.report is None:
+            left.append(item)
+    return left
 
 
 def measure_items(ctx: PipelineContext, items: Sequence[WorkItem]) -> list[MeasurementRow]:
     """Measure the items and store them (``measure_rows`` then ``store_rows``); returns the rows.
 
+    An item that is an SR is not measured and has no row: an OB-GYN report is recorded (``take_reports``),
+    its job finished ``done``, and the outcome left on ``item.report``.
+
     Then, when ``FETALHC_SR_DIR`` or ``FETALHC_SR_DESTINATION`` is set, the DICOM SR of each stored
     measured or needs_review row (``worker.measure.sr_export``: never raises; only the rows' ``sr_status`` records it).
     """
+    items = take_reports(ctx, items)
+    if not items:
+        return []
     rows = measure_rows(ctx, items)
     sr_on = ctx.settings.sr_dir is not None or ctx.settings.sr_destination is not None
     if sr_on:  # the SR owed is stored with its row: one lost before the export is left for the sweep
         rows = mark_owed(rows)
-    store_rows(ctx.settings.database_url, items, rows)
+    rows = store_rows(ctx.settings.database_url, items, rows, ctx.settings.growth_standard)
     if sr_on:
         export_and_record(ctx.settings, rows)
     for row in rows:

@@ -135,6 +135,10 @@ def _measure_jobs(task: Any, triples: Sequence[tuple[int, str, float | None]]) -
                                 if received_at.get(job_id) else None)
             summaries[job_id] = {"job_id": job_id, "status": row["status"], "reason": row.get("reason"),
                                  "hc_mm": row.get("hc_mm")}
+        for item in items:  # an SR (an OB-GYN report) is recorded, not measured: its job is done, no row
+            if item.report is not None and item.job_id is not None:
+                summaries[item.job_id] = {"job_id": item.job_id, "status": JobStatus.DONE.value,
+                                          "reason": item.report.reason, "report": True}
     return [summaries[job_id] for job_id, _, _ in triples]
 
 
