@@ -40,6 +40,7 @@ from db import (
     stale_jobs,
 )
 from worker.core.settings import Settings
+from worker.measure.reports import refresh_owing
 from worker.measure.sr_export import export_pending
 from worker.queue.celery_app import LIVE_QUEUE, QUEUES, app_for
 from worker.queue.enqueue import BROKER_ERRORS, EnqueueSummary, send
@@ -60,6 +61,7 @@ class SweepSummary:
     waiting: int = 0
     deferred: int = 0
     sr_exported: int = 0  # SRs owed (pending) written or sent by this sweep
+    report_rows: int = 0  # rows given their study's OB-GYN report facts by this sweep (a report and an image raced)
 
     def as_dict(self) -> dict[str, Any]:
         return {"requeued": len(self.requeued), "job_ids": self.requeued, "waiting": self.waiting,
@@ -117,6 +119,10 @@ def sweep(settings: Settings, older_than: dt.timedelta, force: bool = False, app
                  len(summary.requeued), summary.waiting, summary.deferred,
                  extra={"requeued": len(summary.requeued), "waiting": summary.waiting, "deferred": summary.deferred})
     summary.sr_exported = _export_lost_reports(settings, older_than)
+    try:  # rows whose study's report was recorded while they were being measured (bounded per sweep)
+        summary.report_rows = refresh_owing(settings.database_url, settings.growth_standard)
+    except Exception as exc:  # noqa: BLE001 - report facts must never break the sweep; the next one retries
+        log.warning("report facts skipped: %s", type(exc).__name__)
     return summary
 
 
