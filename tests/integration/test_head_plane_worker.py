@@ -5,6 +5,7 @@ Real PostgreSQL and a private Redis; the non-heads are the demo's shipped sample
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.request
 from pathlib import Path
@@ -27,7 +28,8 @@ from tests.services import (  # noqa: F401 - fixtures
 from worker.tools.demo import SAMPLES_DIR
 
 pytestmark = pytest.mark.integration
-NEGATIVES = ("psfhs_03750.dcm", "pocus_lung_Reg_pat1Image_132943.dcm")
+# The shipped samples that are not head planes, as their manifest lists them.
+NEGATIVES = tuple(e["file"] for e in json.loads((SAMPLES_DIR / "samples.json").read_text()) if e["kind"] == "not_head")
 
 
 def _samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
