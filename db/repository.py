@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -123,6 +123,38 @@ def create_job(session: Session, path: str, source: str, queue: str | None = Non
     session.add(job)
     session.flush()
     return job.id
+
+
+def create_jobs(session: Session, items: Sequence[tuple[str, float | None]], source: str,
+                queue: str | None = None) -> list[int]:
+    """Record many arrived scans (status ``received``) in one INSERT ... RETURNING; their ids, in order.
+
+    ``items``: (path, GA days given or None). SQLAlchemy 2's insertmanyvalues sends the rows as one
+    multi-row statement (in pages, on PostgreSQL and SQLite alike); ``sort_by_parameter_order``
+    returns the ids in the order of ``items``.
+    """
+    if not items:
+        return []
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [{"path": path, "source": source, "queue": queue, "ga_days_given": ga, "sop_instance_uid": None,
+             "status": JobStatus.RECEIVED.value, "attempts": 0, "received_at": now, "updated_at": now}
+            for path, ga in items]
+    stmt = insert(Job).returning(Job.id, sort_by_parameter_order=True)
+    return list(session.scalars(stmt, rows))
+
+
+def mark_jobs_queued(session: Session, job_ids: Sequence[int]) -> int:
+    """Move the still ``received`` jobs among ``job_ids`` to ``queued`` in one UPDATE; returns how many moved.
+
+    Jobs a fast worker already took (running, finished) are left as they are, as ``set_job_status``
+    with ``only_from=(RECEIVED,)`` does for one.
+    """
+    if not job_ids:
+        return 0
+    now = dt.datetime.now(dt.timezone.utc)
+    stmt = update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.RECEIVED.value).values(
+        status=JobStatus.QUEUED.value, queued_at=now, updated_at=now, reason=None, detail=None)
+    return int(session.execute(stmt).rowcount or 0)
 
 
 def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str | None = None,

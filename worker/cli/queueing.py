@@ -16,12 +16,20 @@ from worker.core.settings import get_settings
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Record a job per file and put it on the live (or backfill) queue."""
+    from pathlib import Path
+
     from worker.core.files import expand_paths
     from worker.queue.enqueue import enqueue_files
 
-    paths = list(expand_paths(args.paths))
-    summary = enqueue_files(get_settings(), paths, queue=args.queue, source="cli",
-                            ga_days=_manifest_ga(args.manifest, paths), batch=args.batch)
+    for raw in args.paths:  # a wrong name stops the command before any job is recorded
+        if not Path(raw).exists():
+            raise FileNotFoundError(f"{raw} does not exist")
+    if args.manifest:  # the manifest is matched against the whole list
+        paths = list(expand_paths(args.paths))
+        ga_days = _manifest_ga(args.manifest, paths)
+    else:  # an archive's paths are streamed: memory stays flat however many files
+        paths, ga_days = expand_paths(args.paths), None
+    summary = enqueue_files(get_settings(), paths, queue=args.queue, source="cli", ga_days=ga_days, batch=args.batch)
     result = {"queued": summary.queued, "deferred": summary.deferred, "job_ids": summary.job_ids}
     if args.json:
         _print_json(result)
