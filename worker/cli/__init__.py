@@ -22,7 +22,7 @@ from worker.cli.queueing import (
     cmd_spool,
     cmd_worker,
 )
-from worker.cli.results import RESULT_COLUMNS, cmd_centile, cmd_results, cmd_serve
+from worker.cli.results import RESULT_COLUMNS, cmd_agreement, cmd_centile, cmd_results, cmd_serve
 from worker.cli.tools import cmd_bench, cmd_convert_hc18, cmd_demo
 from worker.cli.training import cmd_eval, cmd_eval_gate, cmd_train
 from worker.core.logs import configure_logging
@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true")
     p.add_argument("--chart", default=None, help="write a growth chart PNG of the rows")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("agreement", help="Bland-Altman of fetalhc vs the sonographer's HC (OB-GYN reports)")
+    p.add_argument("--since", type=_date, default=None, help="studies on or after this date (YYYY-MM-DD)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write the Bland-Altman plot here")
+    p.set_defaults(func=cmd_agreement)
 
     p = sub.add_parser("serve", help="HTTP API and web page (results, stats, try one scan)")
     p.add_argument("--host", default="127.0.0.1",

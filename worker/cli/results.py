@@ -58,6 +58,43 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agreement(args: argparse.Namespace) -> int:
+    """Bland-Altman agreement of fetalhc's HC with the sonographer's (from the OB reports) over stored studies."""
+    from db import agreement_pairs, session_scope, upgrade
+    from worker.tools.agreement import agreement_report, draw_bland_altman
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        pairs = agreement_pairs(session, args.since)
+    report = agreement_report(pairs)
+    if args.plot:
+        if not pairs:
+            raise ValueError("no stored image has both fetalhc's and a sonographer's HC: nothing to plot")
+        draw_bland_altman(pairs, Path(args.plot))
+        print(f"Bland-Altman plot written to {args.plot}", file=sys.stderr)
+    if args.json:
+        _print_json(report)
+        return 0
+    overall = report["overall"]
+    if overall is None:
+        print("no stored image has both fetalhc's and a sonographer's HC (they come from OB-GYN SR reports)")
+        return 0
+
+    def line(name: str, a: dict[str, Any]) -> str:
+        loa = (f"limits {a['lower_loa_mm']:+.2f} to {a['upper_loa_mm']:+.2f} mm" if a["sd_mm"] is not None
+               else "limits need 2 pairs")
+        return f"{name:24s} n={a['n']:5d}  bias {a['bias_mm']:+.2f} mm  {loa}  mean |diff| {a['mean_abs_diff_mm']:.2f} mm"
+
+    print("fetalhc minus sonographer HC (Bland-Altman)")
+    print(line("all studies", overall))
+    for title, key in (("by scanner model", "by_scanner_model"), ("by month", "by_month")):
+        print(title)
+        for name, a in report[key].items():
+            print(line(f"  {name}", a))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the HTTP API and the web page until Ctrl-C (see worker.api)."""
     from worker.api import make_server
