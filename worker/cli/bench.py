@@ -20,7 +20,7 @@ ALL_BACKENDS = ("torch", "openvino", "onnxruntime")
 
 def wants_report(args: argparse.Namespace) -> bool:
     """Whether the command asked for a section of the report (else the classic per-scan bench runs)."""
-    return bool(args.backends or args.enqueue or args.rows)
+    return bool(args.backends or args.enqueue or args.rows or args.celery_batch)
 
 
 def _backends(text: str) -> list[str]:
@@ -35,6 +35,9 @@ def build_report(settings: Settings, args: argparse.Namespace, argv: list[str] |
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():  # before anything is measured
+        raise ValueError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False, "
+                         f"torch {torch.__version__}); run it on a GPU node with a CUDA build of torch")
     if args.device:
         settings = settings.replace(device=args.device)
     report: dict[str, Any] = {
@@ -46,6 +49,11 @@ def build_report(settings: Settings, args: argparse.Namespace, argv: list[str] |
     if args.backends:
         report["backends"] = bench_backends(settings, n=args.n, backends=_backends(args.backends),
                                             batch_sizes=batch_sizes, repeats=args.repeats, amp=args.amp)
+    if args.celery_batch:
+        from worker.queue.batch_bench import bench_celery_batch
+
+        report["celery_measure_batch"] = [bench_celery_batch(settings, n=max(args.n, size), batch=size, amp=args.amp)
+                                          for size in sorted({1, *batch_sizes})]
     if args.enqueue:
         from worker.queue.enqueue_bench import bench_enqueue
 
@@ -70,11 +78,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default=None, metavar="LIST",
                    help="time the bare 3-flip forward pass and the pipeline per backend: all, or e.g. torch,openvino")
     p.add_argument("--batch-sizes", default="8", metavar="LIST",
-                   help="batch sizes besides 1 for --backends, e.g. 8,32 [8]")
+                   help="batch sizes besides 1 for --backends and --celery-batch, e.g. 8,32 [8]")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each forward pass [5]")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="overrides FETALHC_DEVICE (cuda fails clearly without a CUDA device)")
     p.add_argument("--amp", action="store_true", help="torch under bf16 autocast (GPU figures)")
+    p.add_argument("--celery-batch", action="store_true",
+                   help="time the measure_batch task end to end, Celery in eager mode (no broker), at batch 1 and "
+                        "each --batch-sizes")
     p.add_argument("--enqueue", type=int, default=0, metavar="N",
                    help="enqueue rate of a generated archive of N files into FETALHC_DATABASE_URL and the broker "
                         "(its jobs and messages are deleted afterwards)")

@@ -77,3 +77,28 @@ def test_enqueue_report_counts_its_own_jobs_and_cleans_them_up(tmp_path: Path, f
     assert enq["jobs_deleted"] == 120 and enq["messages_purged"] == 120
     with session_scope(url) as session:
         assert [j.path for j in session.scalars(select(Job))] == ["/archive/other.dcm"]
+
+
+def test_celery_batch_report_runs_measure_batch_eagerly_without_a_broker(
+        tmp_path: Path, fetalhc_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fetalhc_env.setenv("FETALHC_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens: eager needs none
+    fetalhc_env.setenv("FETALHC_HEAD_PLANE_GATE", "off")
+    fetalhc_env.setenv("FETALHC_BACKEND", "torch")
+    report = _report(capsys, tmp_path, "--celery-batch", "-n", "2", "--batch-sizes", "2", "--amp", "--threads", "1")
+    runs = report["celery_measure_batch"]
+    assert [r["batch"] for r in runs] == [1, 2] and all(r["eager"] and r["amp"] for r in runs)
+    for run in runs:
+        assert run["s_per_scan"] > 0 and set(run["job_statuses"]) <= {"done", "needs_review"}  # every job finished
+        assert sum(run["job_statuses"].values()) == run["scans"] + run["batch"]  # the warm-up batch too
+    assert not Path(fetalhc_env_db(fetalhc_env)).exists()  # the configured database is not touched
+
+
+def test_cuda_device_without_cuda_fails_clearly(fetalhc_env: pytest.MonkeyPatch, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["bench", "--device", "cuda", "--backends", "torch", "-n", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "no CUDA device" in captured.err and not captured.out
