@@ -82,7 +82,7 @@ def sr_header(path: Path) -> Any:
         if sop_class not in OB_REPORT_SOP_CLASSES:
             return None
         return read_dataset(path, stop_before_pixels=True)
-    except FetalHCError:
+    except (FetalHCError, OSError):  # a missing or unreadable file: the measuring path says why (missing_file...)
         return None
 
 
