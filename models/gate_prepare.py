@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from models.biometry import measure_head
@@ -93,7 +92,6 @@ def prepare(items: Sequence[GateItem], model: LoadedModel, cached: Prepared | No
     size = (round(INPUT_SIZE[0] * THUMB_ZOOM), round(INPUT_SIZE[1] * THUMB_ZOOM))
     feats, thumbs, centres, ellipses = [], [], [], []
     known = {k: i for i, k in enumerate(cached.keys)} if cached is not None else {}
-    torch.set_grad_enabled(False)
     for item in tqdm(items, desc="gate images", mininterval=10):
         if item.key in known and cached is not None:
             j = known[item.key]

@@ -145,3 +145,16 @@ def test_shipped_gate_passes_a_bright_ring_and_refuses_a_filled_ellipse() -> Non
     for result in results[3:]:
         assert isinstance(result, NotHeadPlane) and result.reason == "not_head_plane"
         assert result.score < result.threshold == gate.threshold
+
+
+def test_preparing_gate_images_leaves_training_possible() -> None:
+    import torch
+
+    from models.gate_data import phantom_items
+    from models.gate_prepare import prepare
+
+    items = phantom_items()[:2]  # a drawn head and a drawn section without a ring
+    prep = prepare(items, load_weights())
+    assert prep.keys == [i.key for i in items] and prep.features.shape == (2, len(FEATURES))
+    assert prep.ellipse(0) is not None
+    assert torch.is_grad_enabled(), "preparing must not switch autograd off for the CNN training that follows"

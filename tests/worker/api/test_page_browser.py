@@ -6,16 +6,13 @@ for a typed GA; with a token set, the same after typing the token. Skipped where
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from worker.api import make_server
-from worker.core.settings import get_settings
+from tests.worker.api.test_api import running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -32,20 +29,6 @@ if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
 from selenium.webdriver.common.by import By  # noqa: E402 - after the skip
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-
-@contextmanager
-def serving() -> Iterator[str]:
-    get_settings.cache_clear()
-    server = make_server(get_settings(), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 @pytest.fixture()
@@ -95,11 +78,11 @@ def _assert_measured(shown: dict[str, str]) -> None:
 
 
 def test_the_page_measures_a_dicom_in_chromium(fetalhc_env: pytest.MonkeyPatch, browser: Any) -> None:
-    with serving() as url:
+    with running() as url:
         _assert_measured(measure_on_the_page(browser, url))
 
 
 def test_the_page_measures_after_typing_the_token(fetalhc_env: pytest.MonkeyPatch, browser: Any) -> None:
     fetalhc_env.setenv("FETALHC_API_TOKEN", "browser-t0ken")
-    with serving() as url:
+    with running() as url:
         _assert_measured(measure_on_the_page(browser, url, token="browser-t0ken"))
