@@ -21,11 +21,26 @@ from typing import Any
 
 import torch
 
-from models.backends import Backend, BackendUnavailable, make_forward, resolve_backend
+from models.backends import (
+    Backend,
+    BackendUnavailable,
+    Precision,
+    make_forward,
+    parse_precision,
+    resolve_backend,
+    resolve_precision,
+)
 from models.segment import TTA_FLIPS, predict_member_logits
 from models.weights import LoadedModel
 
-DEFAULT_BACKENDS: tuple[str, ...] = ("torch", "openvino", "onnxruntime")
+DEFAULT_BACKENDS: tuple[str, ...] = ("torch", "openvino", "openvino:bf16", "onnxruntime")
+
+
+def split_spec(spec: str) -> tuple[str, Precision]:
+    """A backend entry ``name[:precision]`` (``openvino:bf16``, ``openvino:auto``) as its name and precision
+    (f32 when not given: a bench names what it measures)."""
+    name, _, precision = spec.partition(":")
+    return name.strip(), parse_precision(precision.strip() or "f32")
 
 
 @dataclass(frozen=True)
@@ -45,8 +60,9 @@ class ForwardTiming:
     load_seconds: float | None  # building the forward pass: export (first time) or cache read, and compilation
     load_average: float | None  # 1-minute load average of the machine when the row was measured
     error: str | None = None
-    amp: bool = False  # torch under bf16 autocast (``amp=True``; exported backends always run float32)
+    amp: bool = False  # the network ran in bfloat16 (torch autocast, OpenVINO bf16): precision == "bf16"
     device: str = "cpu"
+    precision: str = "f32"
 
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values."""
@@ -68,8 +84,8 @@ def bench_forward(
     """Time ``predict_member_logits`` (the network with its flips) per backend and batch size.
 
     ``threads`` sets torch's CPU threads for the run (and the exported backends'); default: as they are.
-    ``amp``: the torch backend runs under ``torch.autocast`` in bfloat16 on ``device`` (the exported
-    backends run float32 regardless: their rows say ``amp`` False).
+    Each entry of ``backends`` is ``name[:precision]`` (``openvino:bf16``); ``amp`` runs every entry in bf16
+    (torch under ``torch.autocast`` on ``device``, OpenVINO bf16; ONNX Runtime then gives an error row).
     A backend that cannot run here gives a row with its ``error`` instead of times.
     """
     if repeats < 1 or warmup < 0:
@@ -79,18 +95,21 @@ def bench_forward(
     used_threads = torch.get_num_threads()
     generator = torch.Generator().manual_seed(seed)
     rows = []
-    for name in backends:
+    for spec in backends:
         started = time.perf_counter()
         try:
+            name, precision = split_spec(spec)
             backend = resolve_backend(name, device)
-            forward = make_forward(model, backend, device, cache_dir=cache_dir, threads=used_threads)
+            precision = Precision.BF16 if amp else resolve_precision(precision, backend)
+            forward = make_forward(model, backend, device, cache_dir=cache_dir, threads=used_threads,
+                                   precision=precision)
         except (BackendUnavailable, ValueError) as exc:
-            rows += [ForwardTiming(name, n, len(flips), used_threads, 0, None, None, None, _load_average(), str(exc),
+            rows += [ForwardTiming(spec, n, len(flips), used_threads, 0, None, None, None, _load_average(), str(exc),
                                    device=str(device)) for n in batch_sizes]
             continue
         load_s = time.perf_counter() - started
         label = backend.value if name == Backend.AUTO.value else name
-        use_amp = amp and backend is Backend.TORCH
+        use_amp = precision is Precision.BF16
         for n in batch_sizes:
             batch = torch.randn(n, 1, *model.input_size, generator=generator).to(device)
             times = []
@@ -98,11 +117,10 @@ def bench_forward(
                 if torch.device(device).type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_amp):
-                    predict_member_logits(forward, batch, flips).cpu()
+                predict_member_logits(forward, batch, flips).cpu()
                 if i >= warmup:
                     times.append((time.perf_counter() - t0) / n)
             rows.append(ForwardTiming(label, n, len(flips), used_threads, repeats, round(statistics.median(times), 5),
                                       round(min(times), 5), round(load_s, 3), _load_average(), amp=use_amp,
-                                      device=str(device)))
+                                      device=str(device), precision=precision.value))
     return rows

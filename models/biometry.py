@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from skimage import measure
 
@@ -49,27 +50,32 @@ class Biometry:
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected foreground component of a boolean mask."""
-    labels = measure.label(mask, connectivity=2)
-    if labels.max() == 0:
+    """The largest 8-connected foreground component of a boolean mask (the first in raster order on a tie)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
         return np.zeros_like(mask, dtype=bool)
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    return labels == int(counts.argmax())
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def boundary_points(prob: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel boundary (x, y) of the largest component of ``prob > level``, and that mask."""
-    mask = largest_component(prob > level)
+def boundary_points(prob: np.ndarray, level: float = 0.5, field: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel boundary (x, y) of the largest component of ``field > level``, and that mask.
+
+    ``field`` defaults to ``prob``; ``measure_head_on_grid`` passes the logits (level 0) so that the
+    contour's linear interpolation between samples follows the bilinear logit field exactly.
+    """
+    field = prob if field is None else field
+    mask = largest_component(field > level)
     if mask.sum() < 20:
         raise MeasurementError("no fetal head was found in the image", reason="no_head_found")
-    rows, cols = np.nonzero(mask)
-    r0, r1 = max(rows.min() - 2, 0), min(rows.max() + 3, prob.shape[0])
-    c0, c1 = max(cols.min() - 2, 0), min(cols.max() + 3, prob.shape[1])
-    # Contour the probability of the chosen component only (others zeroed), padded so that a
-    # head cut by the image border still gives a closed contour.
-    sub = np.where(mask[r0:r1, c0:c1], prob[r0:r1, c0:c1], 0.0)
-    contours = measure.find_contours(np.pad(sub, 1), level)
+    r0, r1, c0, c1 = _bounds(mask, 2, field.shape)
+    # Contour the chosen component only (others set below the level), padded so that a head cut
+    # by the image border still gives a closed contour.
+    # Other components are set below the level; the chosen one's surroundings keep their values, so the
+    # traced level follows the interpolated map (setting them to 0 pulled the contour inwards: -0.3 mm HC).
+    low = min(float(field.min()), level) - 1.0
+    window, chosen = field[r0:r1, c0:c1], mask[r0:r1, c0:c1]
+    sub = np.where(chosen | (window <= level), window, low)
+    contours = measure.find_contours(np.pad(sub, 1, constant_values=low), level)
     if not contours:
         raise MeasurementError("no head boundary could be traced", reason="no_head_found")
     contour = max(contours, key=len)
@@ -77,15 +83,23 @@ def boundary_points(prob: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, n
     xs = contour[:, 1] - 1 + c0
     # Where the head leaves the image the contour runs along the border: that is the edge of the
     # picture, not skull, so those points are left out of the fit.
-    rows_max, cols_max = prob.shape[0] - 1, prob.shape[1] - 1
+    rows_max, cols_max = field.shape[0] - 1, field.shape[1] - 1
     inside = (xs > BORDER_PX) & (ys > BORDER_PX) & (xs < cols_max - BORDER_PX) & (ys < rows_max - BORDER_PX)
     if inside.sum() < 20:
         raise MeasurementError("the head boundary lies almost entirely on the image border", reason="no_head_found")
     return np.stack([xs[inside], ys[inside]], axis=1), mask
 
 
+def _bounds(mask: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Rows [r0, r1) and columns [c0, c1) holding ``mask``'s True pixels, widened by ``margin``, clipped."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, shape[0]),
+            max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, shape[1]))
+
+
 def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> Biometry:
-    """Fit the outer skull ellipse to the probability map and measure it in millimetres.
+    """Fit the outer skull ellipse to a probability map at image resolution and measure it in millimetres.
 
     The fit is done in millimetre coordinates, so anisotropic pixels are handled exactly.
 
@@ -96,16 +110,46 @@ def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> 
         MeasurementError: no head, or no ellipse fits it.
     """
     xy_px, mask = boundary_points(prob)
+    return _biometry(xy_px, prob, mask, prob.shape, (1.0, 1.0), spacing_mm_x, spacing_mm_y)
+
+
+def measure_head_on_grid(logits: np.ndarray, spacing_mm_x: float, spacing_mm_y: float,
+                         image_shape: tuple[int, int]) -> Biometry:
+    """``measure_head`` from the network's logits at its own resolution, for an image of ``image_shape``.
+
+    The logits (rows, cols) sample the image on a coarser grid (pixel centres aligned as by bilinear
+    resizing without corner alignment). The contour of the logits' zero level is traced on that grid
+    (its points lie on the zero set of the bilinearly interpolated logits, the same boundary as
+    upsampling to full size first) and mapped to the image's pixels, so nothing is upsampled.
+    Confidence and the fit's agreement (IoU) are measured on the grid.
+    """
+    prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+    xy_grid, mask = boundary_points(prob, 0.0, field=logits)
+    scale = (image_shape[1] / logits.shape[1], image_shape[0] / logits.shape[0])
+    xy_px = (xy_grid + 0.5) * np.array(scale) - 0.5
+    return _biometry(xy_px, prob, mask, image_shape, scale, spacing_mm_x, spacing_mm_y)
+
+
+def hc_on_grid(logits: np.ndarray, spacing_mm_x: float, spacing_mm_y: float, image_shape: tuple[int, int]) -> float:
+    """The HC (mm) ``measure_head_on_grid`` would give, without its quality score and flags (a flip's agreement)."""
+    xy_grid, _ = boundary_points(logits, 0.0)
+    scale = np.array([image_shape[1] / logits.shape[1], image_shape[0] / logits.shape[0]])
+    xy_mm = ((xy_grid + 0.5) * scale - 0.5) * np.array([spacing_mm_x, spacing_mm_y])
+    return fit_ellipse_robust(xy_mm)[0].perimeter
+
+
+def _biometry(xy_px: np.ndarray, prob: np.ndarray, mask: np.ndarray, image_shape: tuple[int, ...],
+              scale: tuple[float, float], spacing_mm_x: float, spacing_mm_y: float) -> Biometry:
+    """Fit, measure, score and flag. ``prob``/``mask`` sample the image every ``scale`` (x, y) pixels."""
     xy_mm = xy_px * np.array([spacing_mm_x, spacing_mm_y])
     ellipse_mm, inliers = fit_ellipse_robust(xy_mm)
     ellipse_px = ellipse_mm.scaled(1 / spacing_mm_x, 1 / spacing_mm_y)
     hc = ellipse_mm.perimeter
 
     confidence = float(prob[mask].mean()) if mask.any() else 0.0
-    # Agreement of the segmented area with the fitted ellipse (IoU).
-    fitted = ellipse_px.filled_mask(prob.shape)
-    union = np.logical_or(fitted, mask).sum()
-    iou = float(np.logical_and(fitted, mask).sum() / union) if union else 0.0
+    # Agreement of the segmented area with the fitted ellipse (IoU), on the map's own grid.
+    on_grid = ellipse_px if scale == (1.0, 1.0) else _to_grid(ellipse_px, scale)
+    iou = _iou(on_grid, mask)
     quality = round(confidence * iou, 4)
 
     flags: list[str] = []
@@ -113,7 +157,7 @@ def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> 
         flags.append("low_confidence")
     if inliers < MIN_INLIERS:
         flags.append("irregular_boundary")
-    if visible_fraction(ellipse_px, prob.shape) < MIN_VISIBLE_OUTLINE:
+    if visible_fraction(ellipse_px, image_shape) < MIN_VISIBLE_OUTLINE:
         flags.append("cut_by_border")
     if not (PLAUSIBLE_HC_MM[0] <= hc <= PLAUSIBLE_HC_MM[1]):
         flags.append("implausible_hc")
@@ -126,6 +170,28 @@ def measure_head(prob: np.ndarray, spacing_mm_x: float, spacing_mm_y: float) -> 
         quality=quality,
         flags=tuple(flags),
     )
+
+
+def _to_grid(e: Ellipse, scale: tuple[float, float]) -> Ellipse:
+    """An ellipse in image pixels on a grid sampling the image every ``scale`` (x, y) pixels."""
+    g = e.scaled(1 / scale[0], 1 / scale[1])
+    return Ellipse(g.cx + 0.5 / scale[0] - 0.5, g.cy + 0.5 / scale[1] - 0.5, g.a, g.b, g.angle)
+
+
+def _iou(e: Ellipse, mask: np.ndarray) -> float:
+    """Intersection over union of the ellipse (pixel centres inside it) and ``mask``, computed in their bounding box."""
+    reach = e.a + 2
+    r0 = max(int(min(e.cy - reach, np.flatnonzero(mask.any(axis=1))[0])), 0)
+    r1 = min(int(max(e.cy + reach, np.flatnonzero(mask.any(axis=1))[-1] + 1)) + 1, mask.shape[0])
+    c0 = max(int(min(e.cx - reach, np.flatnonzero(mask.any(axis=0))[0])), 0)
+    c1 = min(int(max(e.cx + reach, np.flatnonzero(mask.any(axis=0))[-1] + 1)) + 1, mask.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        return 0.0
+    shifted = Ellipse(e.cx - c0, e.cy - r0, e.a, e.b, e.angle)
+    fitted = shifted.filled_mask((r1 - r0, c1 - c0))
+    sub = mask[r0:r1, c0:c1]
+    union = int(np.logical_or(fitted, sub).sum()) + int(mask.sum()) - int(sub.sum())
+    return float(np.logical_and(fitted, sub).sum() / union) if union else 0.0
 
 
 def visible_fraction(e: Ellipse, shape: tuple[int, ...]) -> float:

@@ -26,6 +26,8 @@ class EvalConfig:
     device: str = "cpu"
     gallery: int = 12
     threads: int | None = None
+    backend: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -53,6 +55,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     p.add_argument("--gallery", type=int, default=12, help="worst cases drawn in gallery.png (0: none)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino", "onnxruntime"],
+                   help="inference backend, as FETALHC_BACKEND (default auto: OpenVINO on CPU when installed)")
+    p.add_argument("--precision", default="auto", choices=["auto", "f32", "bf16"],
+                   help="the network's arithmetic, as FETALHC_PRECISION (default auto)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     return p
 
@@ -62,5 +68,5 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
         data=args.data, weights=args.weights, out=args.out, subset=args.subset, submission=args.submission,
         limit=args.limit, batch_size=args.batch_size, device=args.device, gallery=args.gallery,
-        threads=args.threads,
+        threads=args.threads, backend=args.backend, precision=args.precision,
     )

@@ -1,4 +1,4 @@
-"""Segmentation inference: batched forward passes with test-time flips, probabilities at full size."""
+"""Segmentation inference: batched forward passes with test-time flips; heads measured on the logits' own grid."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.biometry import Biometry, measure_head
+from models.biometry import Biometry, hc_on_grid, measure_head_on_grid
 from models.errors import MeasurementError, NotHeadPlane
 from models.plane_verdict import HeadPlaneGate
 from models.preprocess import logits_to_full_size, prepare_input, to_unit_float
@@ -33,10 +33,30 @@ MIN_QUALITY = 0.15
 
 @dataclass(frozen=True)
 class Segmentation:
-    """Skull probability at the image's size: the mean over flips, and each flip's own map."""
+    """Skull logits at the network's resolution for an image of ``image_shape``: the mean over flips,
+    and each flip's own map (empty without flips)."""
 
-    prob: np.ndarray
+    logits: np.ndarray
     members: tuple[np.ndarray, ...]
+    image_shape: tuple[int, int]
+
+    @property
+    def prob(self) -> np.ndarray:
+        """The mean's skull probability at the image's own size (bilinear logits, then sigmoid)."""
+        return logits_to_full_size(torch.from_numpy(self.logits)[None], self.image_shape)
+
+    def measure(self, spacing_mm: tuple[float, float]) -> Biometry:
+        """The head measured on the mean (``measure_head_on_grid``), with the flips' agreement."""
+        bio = measure_head_on_grid(self.logits, *spacing_mm, self.image_shape)
+        return with_agreement(bio, [member_hc(m, spacing_mm, self.image_shape) for m in self.members])
+
+
+def member_hc(logits: np.ndarray, spacing_mm: tuple[float, float], image_shape: tuple[int, int]) -> float:
+    """HC (mm) measured on one flip's logits; ``inf`` when no head can be measured on it."""
+    try:
+        return hc_on_grid(logits, *spacing_mm, image_shape)
+    except MeasurementError:
+        return float("inf")
 
 
 @torch.inference_mode()
@@ -65,17 +85,14 @@ def segment_with_members(
     net: nn.Module | ForwardPass, images: Sequence[np.ndarray], input_size: tuple[int, int],
     device: torch.device | str = "cpu", flips: Sequence[tuple[int, ...]] = TTA_FLIPS,
 ) -> list[Segmentation]:
-    """Mean and per-flip probability maps of each image, from one batched forward pass per flip."""
+    """Mean and per-flip logits of each image, from one batched forward pass per flip (or one in all)."""
     if not images:
         return []
     batch = torch.stack([prepare_input(img, input_size) for img in images]).to(device)
-    members = predict_member_logits(net, batch, flips).float().cpu()
-    mean = members.mean(dim=0)
-    return [
-        Segmentation(logits_to_full_size(mean[i], img.shape[:2]),
-                     tuple(logits_to_full_size(m[i], img.shape[:2]) for m in members) if len(flips) > 1 else ())
-        for i, img in enumerate(images)
-    ]
+    members = predict_member_logits(net, batch, flips).float().cpu().numpy()[:, :, 0]
+    mean = members.mean(axis=0)
+    return [Segmentation(mean[i], tuple(m[i] for m in members) if len(flips) > 1 else (), img.shape[:2])
+            for i, img in enumerate(images)]
 
 
 def segment_images(
@@ -86,26 +103,71 @@ def segment_images(
     return [s.prob for s in segment_with_members(net, images, input_size, device, flips)]
 
 
-def with_agreement(bio: Biometry, members: Sequence[np.ndarray], spacing: tuple[float, float]) -> Biometry:
-    """Add the spread of HC over the flipped copies; flag ``unstable`` beyond MAX_TTA_SPREAD.
+def with_agreement(bio: Biometry, member_hcs: Sequence[float]) -> Biometry:
+    """Add the spread of HC over the flipped copies (``member_hcs``: inf where one measured nothing);
+    flag ``unstable`` beyond MAX_TTA_SPREAD.
 
     The spread also lowers the quality score: a head the network sees differently when the image
     is mirrored is a head to look at again.
     """
-    if not members:
+    if not member_hcs:
         return bio
-    hcs = [bio.hc_mm]
-    for prob in members:
-        try:
-            hcs.append(measure_head(prob, *spacing).hc_mm)
-        except MeasurementError:
-            hcs.append(float("inf"))
+    hcs = [bio.hc_mm, *member_hcs]
     spread = max(hcs) - min(hcs)
     relative = spread / bio.hc_mm
     flags = bio.flags + (("unstable",) if relative > MAX_TTA_SPREAD else ())
     agreement = max(0.0, 1.0 - relative / (4 * MAX_TTA_SPREAD))
     return dataclasses.replace(bio, tta_spread_mm=round(spread, 3) if np.isfinite(spread) else None,
                                quality=round(bio.quality * agreement, 4), flags=flags)
+
+
+@dataclass
+class SegmentedBatch:
+    """A batch after its forward pass: the images, their spacings, the logits of those segmented (``todo``)
+    and the results decided already (blank images)."""
+
+    images: Sequence[np.ndarray]
+    spacings_mm: Sequence[tuple[float, float]]
+    todo: list[int]
+    segmentations: list[Segmentation]
+    results: list[Biometry | Exception | None]
+
+
+def segment_batch(
+    net: nn.Module | ForwardPass, images: Sequence[np.ndarray], spacings_mm: Sequence[tuple[float, float]],
+    input_size: tuple[int, int], device: torch.device | str = "cpu",
+) -> SegmentedBatch:
+    """The first half of ``measure_images``: refuse blank images, run the network on the others.
+
+    The network's part only (no contouring): a caller may run the next batch's ``segment_batch`` in
+    another thread while it finishes this one (``finish_batch``).
+    """
+    results: list[Biometry | Exception | None] = [None] * len(images)
+    todo = []
+    for i, img in enumerate(images):
+        if float(to_unit_float(img).std()) < MIN_CONTRAST:
+            results[i] = MeasurementError("the image is blank (no contrast to segment)", reason="blank_image")
+        else:
+            todo.append(i)
+    segmentations = segment_with_members(net, [images[i] for i in todo], input_size, device)
+    return SegmentedBatch(images, spacings_mm, todo, segmentations, results)
+
+
+def finish_batch(batch: SegmentedBatch, gate: HeadPlaneGate | None = None) -> list[Biometry | Exception]:
+    """The second half of ``measure_images``: measure each segmented head, then the gate's verdicts."""
+    results = list(batch.results)
+    for i, seg in zip(batch.todo, batch.segmentations):
+        try:
+            bio = seg.measure(batch.spacings_mm[i])
+            if bio.quality < MIN_QUALITY:
+                raise MeasurementError(f"no fetal head found with confidence (quality {bio.quality:.2f} < "
+                                       f"{MIN_QUALITY})", reason="no_head_found")
+            results[i] = bio
+        except Exception as exc:  # noqa: BLE001 - returned per image, raised by the caller
+            results[i] = exc
+    if gate is not None and batch.todo:
+        _apply_gate(gate, results, batch.images, batch.todo)
+    return [r for r in results if r is not None]
 
 
 def measure_images(
@@ -118,26 +180,7 @@ def measure_images(
     it refuses becomes ``NotHeadPlane`` (whether or not an ellipse was found), and a measured one
     carries the gate's probability as ``head_plane_score``.
     """
-    results: list[Biometry | Exception | None] = [None] * len(images)
-    todo = []
-    for i, img in enumerate(images):
-        if float(to_unit_float(img).std()) < MIN_CONTRAST:
-            results[i] = MeasurementError("the image is blank (no contrast to segment)", reason="blank_image")
-        else:
-            todo.append(i)
-    segmentations = segment_with_members(net, [images[i] for i in todo], input_size, device)
-    for i, seg in zip(todo, segmentations):
-        try:
-            bio = with_agreement(measure_head(seg.prob, *spacings_mm[i]), seg.members, spacings_mm[i])
-            if bio.quality < MIN_QUALITY:
-                raise MeasurementError(f"no fetal head found with confidence (quality {bio.quality:.2f} < "
-                                       f"{MIN_QUALITY})", reason="no_head_found")
-            results[i] = bio
-        except Exception as exc:  # noqa: BLE001 - returned per image, raised by the caller
-            results[i] = exc
-    if gate is not None and todo:
-        _apply_gate(gate, results, images, todo)
-    return [r for r in results if r is not None]
+    return finish_batch(segment_batch(net, images, spacings_mm, input_size, device), gate)
 
 
 def _apply_gate(gate: HeadPlaneGate, results: list[Biometry | Exception | None], images: Sequence[np.ndarray],

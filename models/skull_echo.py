@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -32,25 +33,53 @@ FEATURES = (
 )
 
 
-def _profiles(image: np.ndarray, e: Ellipse) -> tuple[np.ndarray, np.ndarray]:
-    """(N_ANGLES, len(RHO)) intensities on radial lines, and which samples fall inside the image."""
+def gaussian_smooth(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(image.astype(float32), sigma)`` (mode reflect, truncate 4) by OpenCV's
+    separable filter: the same kernel and borders (within 1e-4 on a 0..255 image), about 5 x faster."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    return cv2.sepFilter2D(np.ascontiguousarray(image, dtype=np.float32), cv2.CV_32F, kernel, kernel,
+                           borderType=cv2.BORDER_REFLECT)
+
+
+def _sample_points(e: Ellipse) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y) of the radial profiles (N_ANGLES, len(RHO)) and of the three midline lines (3, 49)."""
     t = np.linspace(0, 2 * math.pi, N_ANGLES, endpoint=False)[:, None]
     c, s = math.cos(e.angle), math.sin(e.angle)
     u, v = RHO[None, :] * e.a * np.cos(t), RHO[None, :] * e.b * np.sin(t)
-    xs, ys = e.cx + u * c - v * s, e.cy + u * s + v * c
-    inside = (xs >= 0) & (ys >= 0) & (xs <= image.shape[1] - 1) & (ys <= image.shape[0] - 1)
-    values = ndimage.map_coordinates(image, [ys, xs], order=1, mode="nearest")
-    return values, inside
+    line_u = np.linspace(-0.6, 0.6, 49)[None, :] * e.a
+    line_v = np.array([0.0, 0.25, -0.25])[:, None] * e.b + 0 * line_u
+    return (e.cx + u * c - v * s, e.cy + u * s + v * c, e.cx + line_u * c - line_v * s, e.cy + line_u * s + line_v * c)
 
 
-def _scale(image: np.ndarray) -> tuple[float, float]:
-    """The image's dark and bright reference levels (percentiles of the non-black pixels)."""
-    sample = image[::4, ::4]
+def _sample(smooth: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bilinear samples of the smoothed image (clamped to its edge)."""
+    return ndimage.map_coordinates(smooth, [ys, xs], order=1, mode="nearest")
+
+
+def _scale(sample: np.ndarray) -> tuple[float, float]:
+    """The image's dark and bright reference levels (percentiles of the non-black pixels of the smoothed image
+    sampled every 4th pixel)."""
     lit = sample[sample > 4]
     if lit.size < 16:
         lit = sample.ravel()
     lo, hi = np.percentile(lit, [10, 99.5])
     return float(lo), float(max(hi - lo, 1.0))
+
+
+def _row_percentile(values: np.ndarray, q: float) -> np.ndarray:
+    """``np.nanpercentile(values, q, axis=1)`` (linear method), vectorised: NaN where a row has no value."""
+    ordered = np.sort(values, axis=1)  # NaN sorts last
+    n = np.isfinite(values).sum(axis=1)
+    pos = np.maximum(n - 1, 0) * (q / 100.0)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    rows = np.arange(len(values))
+    frac = pos - lo
+    out = ordered[rows, lo] * (1 - frac) + ordered[rows, hi] * frac
+    return np.where(n > 0, out, np.nan)
 
 
 def _longest_run(flags: np.ndarray) -> int:
@@ -70,17 +99,17 @@ def skull_features(image: np.ndarray, e: Ellipse | None) -> np.ndarray:
     out = np.zeros(len(FEATURES), np.float32)
     if e is None or e.b < 4:
         return out
-    img = image.astype(np.float32)
     # Smooth at a scale that follows the head, so speckle does not count as skull.
-    smooth = ndimage.gaussian_filter(img, sigma=max(1.0, e.b / 50))
-    lo, span = _scale(smooth)
-    prof, inside = _profiles(smooth, e)
-    prof = (prof - lo) / span
+    smooth = gaussian_smooth(image, sigma=max(1.0, e.b / 50))
+    lo, span = _scale(smooth[::4, ::4])
+    xs, ys, line_xs, line_ys = _sample_points(e)
+    inside = (xs >= 0) & (ys >= 0) & (xs <= image.shape[1] - 1) & (ys <= image.shape[0] - 1)
+    prof = (_sample(smooth, ys, xs) - lo) / span
     prof = np.where(inside, prof, np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rays wholly outside the image are NaN: expected
         ring = np.nanmax(np.where(RING[None, :], prof, np.nan), axis=1)
-        inner = np.nanpercentile(np.where(INNER[None, :], prof, np.nan), 75, axis=1)
+        inner = _row_percentile(prof[:, INNER], 75)
         outer = np.nanmedian(np.where(OUTER[None, :], prof, np.nan), axis=1)
         where = np.nanargmax(np.where(RING[None, :], np.nan_to_num(prof, nan=-9), -9), axis=1)
     seen = np.isfinite(ring)
@@ -92,7 +121,8 @@ def skull_features(image: np.ndarray, e: Ellipse | None) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         band_mean = np.nanmean(np.where(RING[None, :], prof, np.nan), axis=1)
-    midline = _midline(smooth, e, lo, span)
+    lines = _sample(smooth, line_ys, line_xs).mean(axis=1)
+    midline = (lines[0] - 0.5 * (lines[1] + lines[2])) / span
     out[:] = [
         1.0,
         np.nanmedian(ring),
@@ -109,16 +139,3 @@ def skull_features(image: np.ndarray, e: Ellipse | None) -> np.ndarray:
         seen.mean(),
     ]
     return np.nan_to_num(out, nan=0.0)
-
-
-def _midline(smooth: np.ndarray, e: Ellipse, lo: float, span: float) -> float:
-    """Brightness of the line along the long axis inside the head against lines beside it."""
-    c, s = math.cos(e.angle), math.sin(e.angle)
-    t = np.linspace(-0.6, 0.6, 49)
-
-    def line(offset: float) -> float:
-        u, v = t * e.a, np.full_like(t, offset * e.b)
-        xs, ys = e.cx + u * c - v * s, e.cy + u * s + v * c
-        return float(np.mean(ndimage.map_coordinates(smooth, [ys, xs], order=1, mode="nearest")))
-
-    return (line(0.0) - 0.5 * (line(0.25) + line(-0.25))) / span

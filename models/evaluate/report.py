@@ -33,6 +33,8 @@ class EvalReport:
     outputs: dict[str, Path]
     submission_fallbacks: int
     seconds: float
+    backend: str = "torch"
+    precision: str = "f32"
 
     @property
     def accepted(self) -> bool:
@@ -47,7 +49,8 @@ class EvalReport:
             "includes_training_images": self.includes_training_images,
             "model": {"name": self.model_name, "version": self.model_version, "weights": str(self.weights),
                       "input_size": list(self.input_size)},
-            "device": self.device, "n_images": len(self.images),
+            "device": self.device, "backend": self.backend, "precision": self.precision,
+            "n_images": len(self.images),
             "overall": asdict(self.overall), "by_band": {k: asdict(v) for k, v in self.by_band.items()},
             "bland_altman": asdict(self.bland_altman) if self.bland_altman else None,
             "acceptance": {"silent_misses_over_10mm": self.overall.silent_misses, "passed": self.accepted},
@@ -60,7 +63,8 @@ class EvalReport:
 
 def format_report(report: EvalReport) -> str:
     """A readable table of the metrics, overall and by HC band."""
-    head = (f"{report.model_name} {report.model_version[:12]} on {report.device}: {len(report.images)} images "
+    head = (f"{report.model_name} {report.model_version[:12]} on {report.device} ({report.backend} {report.precision}): "
+            f"{len(report.images)} images "
             f"of {report.data} (subset {report.subset}) in {report.seconds:.1f} s")
     if report.includes_training_images:
         head += "\nwarning: the subset includes training images, so these metrics are optimistic"

@@ -37,6 +37,7 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     """
     import torch
 
+    from models.backends import make_forward
     from models.network import pick_device
     from models.segment import measure_images
     from models.weights import SHIPPED_WEIGHTS, load_weights
@@ -55,14 +56,15 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
         log.warning("the subset includes images the model was trained on (%s): metrics are optimistic", split_file)
     device = pick_device(cfg.device)
     model = load_weights(weights, device)
-    log.info("evaluating %s %s on %d images (%s) on %s", model.model_name, model.model_version[:12], len(cases),
-             subset, device)
+    forward = make_forward(model, cfg.backend, device, precision=cfg.precision)
+    log.info("evaluating %s %s on %d images (%s) on %s, %s %s", model.model_name, model.model_version[:12],
+             len(cases), subset, device, forward.backend.value, forward.precision.value)
 
     results: list[ImageResult] = []
     for start in range(0, len(cases), cfg.batch_size):
         chunk = cases[start : start + cfg.batch_size]
         images = [c.load_image() for c in chunk]
-        outcomes = measure_images(model.net, images, [(c.pixel_size_mm, c.pixel_size_mm) for c in chunk],
+        outcomes = measure_images(forward, images, [(c.pixel_size_mm, c.pixel_size_mm) for c in chunk],
                                   model.input_size, device)
         results.extend(score_case(c, img.shape[:2], o) for c, img, o in zip(chunk, images, outcomes))
         log.info("%d/%d images", len(results), len(cases))
@@ -96,7 +98,7 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
         model_name=model.model_name, model_version=model.model_version, weights=weights,
         input_size=model.input_size, device=str(device), overall=overall, by_band=by_band, bland_altman=ba,
         images=tuple(results), outputs=outputs, submission_fallbacks=fallbacks,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, backend=forward.backend.value, precision=forward.precision.value,
     )
     outputs["metrics"].write_text(json.dumps(report.to_dict(), indent=1))
     if scored and not report.accepted:

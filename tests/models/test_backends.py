@@ -19,10 +19,13 @@ from models.backends import (
     BackendUnavailable,
     OnnxRuntimeForward,
     TorchForward,
+    Precision,
     backend_available,
+    cpu_has_native_bf16,
     exported_model_path,
     make_forward,
     resolve_backend,
+    resolve_precision,
 )
 from models.biometry import Biometry
 from models.errors import MeasurementError
@@ -46,8 +49,17 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def forwards(model: LoadedModel, cache_dir: Path) -> dict[Backend, backends.ForwardPass]:
-    """One forward pass per installed exported backend, sharing one export."""
-    return {b: make_forward(model, b, cache_dir=cache_dir, threads=2) for b in EXPORTED if backend_available(b)}
+    """One float32 forward pass per installed exported backend, sharing one export."""
+    return {b: make_forward(model, b, cache_dir=cache_dir, threads=2, precision="f32")
+            for b in EXPORTED if backend_available(b)}
+
+
+@pytest.fixture(scope="module")
+def bf16_forward(model: LoadedModel, cache_dir: Path) -> backends.ForwardPass:
+    """OpenVINO in bfloat16, where this CPU runs it natively (AMX / AVX512-BF16)."""
+    if not backend_available(Backend.OPENVINO) or not cpu_has_native_bf16():
+        pytest.skip("OpenVINO with native bfloat16 is not available on this machine")
+    return make_forward(model, "openvino", cache_dir=cache_dir, threads=2, precision="bf16")
 
 
 def _forward(forwards: dict[Backend, backends.ForwardPass], backend: Backend) -> backends.ForwardPass:
@@ -115,6 +127,26 @@ def test_explicit_backend_that_is_not_installed_is_a_clear_error(
         resolve_backend(backend.value, "cpu")
     assert err.value.reason == "backend_unavailable"
     assert resolve_backend("auto", "cpu") is not backend
+
+
+def test_auto_precision_is_bf16_only_for_openvino_on_a_cpu_that_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", Backend.OPENVINO) is Precision.BF16
+    assert resolve_precision("auto", Backend.ONNXRUNTIME) is Precision.F32
+    assert resolve_precision("auto", Backend.TORCH) is Precision.F32
+    assert resolve_precision("f32", Backend.OPENVINO) is Precision.F32
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", Backend.OPENVINO) is Precision.F32
+    assert resolve_precision("bf16", Backend.OPENVINO) is Precision.BF16  # asked for: emulated, but honoured
+    with pytest.raises(ValueError, match="'fp8'.*auto, f32, bf16"):
+        resolve_precision("fp8", Backend.OPENVINO)
+
+
+def test_onnxruntime_refuses_bf16(model: LoadedModel, cache_dir: Path) -> None:
+    if not backend_available(Backend.ONNXRUNTIME):
+        pytest.skip("onnxruntime is not installed")
+    with pytest.raises(BackendUnavailable, match="float32 only"):
+        make_forward(model, "onnxruntime", cache_dir=cache_dir, precision="bf16")
 
 
 # -- export cache -----------------------------------------------------------------------------------
@@ -216,6 +248,34 @@ def test_exported_hc_matches_torch_on_phantoms(backend: Backend, model: LoadedMo
     assert isinstance(out[3], MeasurementError) and out[3].reason == "blank_image"
 
 
+def test_openvino_bf16_hc_matches_torch_on_phantoms(model: LoadedModel, bf16_forward: backends.ForwardPass,
+                                                    phantoms: tuple[list[np.ndarray], list]) -> None:
+    forward = bf16_forward
+    assert forward.precision is Precision.BF16
+    images, spacings = phantoms
+    ref = measure_images(model.net, images, spacings, model.input_size)
+    out = measure_images(forward, images, spacings, model.input_size)
+    for r, o in zip(ref, out):
+        assert isinstance(r, Biometry) and isinstance(o, Biometry)
+        assert abs(o.hc_mm - r.hc_mm) <= HC_TOLERANCE_MM, (r.hc_mm, o.hc_mm)
+        assert o.flags == r.flags
+
+
+def test_openvino_compiles_each_batch_size_once_with_a_static_shape(model: LoadedModel, forwards: dict,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    forward = _forward(forwards, Backend.OPENVINO)
+    batch = torch.randn(5, 1, *model.input_size, generator=torch.Generator().manual_seed(1))
+    dynamic = forward._requests[None]
+    dynamic.infer({0: batch.numpy()})
+    reference = torch.from_numpy(np.array(dynamic.get_output_tensor(0).data))
+    first = forward(batch)
+    assert 5 in forward._requests and forward._request_for(5) is forward._requests[5]
+    assert torch.allclose(first, reference, atol=1e-3) and torch.equal(forward(batch), first)
+    monkeypatch.setattr(backends, "MAX_STATIC_SHAPES", 0)  # full: other sizes run on the dynamic model
+    assert forward._request_for(7) is dynamic
+    assert forward(batch[:2]).shape == (2, 1, *model.input_size)
+
+
 def test_large_batches_run_in_chunks(model: LoadedModel, forwards: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     forward = _forward(forwards, Backend.ONNXRUNTIME)
     batch = torch.randn(3, 1, *model.input_size, generator=torch.Generator().manual_seed(0))
@@ -235,12 +295,16 @@ def test_exported_forward_refuses_another_input_size(model: LoadedModel, forward
 
 
 @pytest.mark.hc18
-@pytest.mark.parametrize("backend", EXPORTED)
-def test_exported_hc_matches_torch_on_hc18_validation_images(backend: Backend, hc18_dir: Path, model: LoadedModel,
-                                                             forwards: dict) -> None:
+@pytest.mark.parametrize("backend", [*EXPORTED, "openvino-bf16"])
+def test_exported_hc_matches_torch_on_hc18_validation_images(backend: Backend | str, hc18_dir: Path,
+                                                             model: LoadedModel, forwards: dict,
+                                                             request: pytest.FixtureRequest) -> None:
     from models.hc18 import load_cases
 
-    forward = _forward(forwards, backend)
+    if backend == "openvino-bf16":
+        forward = request.getfixturevalue("bf16_forward")
+    else:
+        forward = _forward(forwards, backend)
     val = set(json.loads((SHIPPED_WEIGHTS.parent / "hc18_unet.split.json").read_text())["val"])
     cases = [c for c in load_cases(hc18_dir) if c.name in val][:4]
     assert len(cases) == 4

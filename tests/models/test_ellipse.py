@@ -107,11 +107,14 @@ def test_flip_disagreement_flags_unstable_and_lowers_quality() -> None:
     shape, spacing = (300, 400), (0.2, 0.2)
     main = Ellipse.make(200, 150, 100, 80, 0.0).filled_mask(shape).astype(np.float32)
     bio = measure_head(main, *spacing)
-    agreeing = with_agreement(bio, [main, main], spacing)
+    agreeing = with_agreement(bio, [bio.hc_mm, bio.hc_mm])
     assert agreeing.tta_spread_mm == 0.0 and "unstable" not in agreeing.flags
     assert agreeing.quality == bio.quality
     smaller = Ellipse.make(200, 150, 90, 70, 0.0).filled_mask(shape).astype(np.float32)
-    disagreeing = with_agreement(bio, [main, smaller], spacing)
+    smaller_hc = measure_head(smaller, *spacing).hc_mm
+    disagreeing = with_agreement(bio, [bio.hc_mm, smaller_hc])
     assert "unstable" in disagreeing.flags
-    assert disagreeing.tta_spread_mm == pytest.approx(bio.hc_mm - measure_head(smaller, *spacing).hc_mm, abs=1e-3)
+    assert disagreeing.tta_spread_mm == pytest.approx(bio.hc_mm - smaller_hc, abs=1e-3)
     assert disagreeing.quality < bio.quality
+    lost = with_agreement(bio, [bio.hc_mm, float("inf")])  # a flip on which no head was measured
+    assert "unstable" in lost.flags and lost.tta_spread_mm is None and lost.quality == 0.0

@@ -15,12 +15,12 @@ from typing import Any
 
 from worker.core.settings import Settings
 
-ALL_BACKENDS = ("torch", "openvino", "onnxruntime")
+ALL_BACKENDS = ("torch", "openvino", "openvino:bf16", "onnxruntime")
 
 
 def wants_report(args: argparse.Namespace) -> bool:
     """Whether the command asked for a section of the report (else the classic per-scan bench runs)."""
-    return bool(args.backends or args.enqueue or args.rows or args.celery_batch)
+    return bool(args.backends or args.enqueue or args.rows or args.celery_batch or args.profile)
 
 
 def _backends(text: str) -> list[str]:
@@ -31,7 +31,7 @@ def build_report(settings: Settings, args: argparse.Namespace, argv: list[str] |
     """The sections asked for by ``args``, measured now, with the machine and the command that reran them."""
     import torch
 
-    from worker.tools.bench import bench_backends, bench_rows, machine
+    from worker.tools.bench import bench_backends, bench_rows, machine, profile_pipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -46,6 +46,8 @@ def build_report(settings: Settings, args: argparse.Namespace, argv: list[str] |
         "machine": machine(), "device": settings.device.value, "amp": bool(args.amp),
     }
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",") if b.strip()]
+    if args.profile:
+        report["profile"] = profile_pipeline(settings, n=args.n)
     if args.backends:
         report["backends"] = bench_backends(settings, n=args.n, backends=_backends(args.backends),
                                             batch_sizes=batch_sizes, repeats=args.repeats, amp=args.amp)
@@ -76,13 +78,17 @@ def write_report(report: dict[str, Any], out: str | None) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The report's options on the ``bench`` parser."""
     p.add_argument("--backends", default=None, metavar="LIST",
-                   help="time the bare 3-flip forward pass and the pipeline per backend: all, or e.g. torch,openvino")
+                   help="time the bare 3-flip forward pass and the pipeline per backend[:precision]: all (torch, "
+                        "openvino, openvino:bf16, onnxruntime), or e.g. torch,openvino:bf16")
     p.add_argument("--batch-sizes", default="8", metavar="LIST",
                    help="batch sizes besides 1 for --backends and --celery-batch, e.g. 8,32 [8]")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each forward pass [5]")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="overrides FETALHC_DEVICE (cuda fails clearly without a CUDA device)")
     p.add_argument("--amp", action="store_true", help="torch under bf16 autocast (GPU figures)")
+    p.add_argument("--profile", action="store_true",
+                   help="where a scan's time goes: the pipeline's stages and top functions under cProfile "
+                        "(FETALHC_BACKEND / FETALHC_PRECISION as set)")
     p.add_argument("--celery-batch", action="store_true",
                    help="time the measure_batch task end to end, Celery in eager mode (no broker), at batch 1 and "
                         "each --batch-sizes")

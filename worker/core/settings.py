@@ -43,6 +43,14 @@ class BackendName(StrEnum):
     ONNXRUNTIME = "onnxruntime"
 
 
+class PrecisionName(StrEnum):
+    """The network's arithmetic (``FETALHC_PRECISION``; models.backends.Precision)."""
+
+    AUTO = "auto"  # bf16 for OpenVINO on a CPU with native bfloat16 (AMX / AVX512-BF16), else f32
+    F32 = "f32"  # float32: the torch network's HC within 0.005 mm on the HC18 validation split
+    BF16 = "bf16"  # bfloat16 (OpenVINO; torch autocast): HC within 0.04 mm there, forward pass about 1.6 x faster
+
+
 class GrowthStandardName(StrEnum):
     """The fetal growth standard HC is read against (``FETALHC_GROWTH_STANDARD``; models.growth.Standard)."""
 
@@ -79,7 +87,8 @@ class Settings(BaseSettings):
     ``$XDG_DATA_HOME/fetalhc``), ``BROKER_URL`` (redis://localhost:6379/0), ``WEIGHTS`` (the
     shipped model), ``DEVICE`` (auto | cpu | cuda), ``BACKEND`` (auto | torch | openvino | onnxruntime:
     the network's inference backend; auto: OpenVINO on CPU when installed, else ONNX Runtime, else torch;
-    torch on CUDA; the ONNX export is derived from the weights and cached by model version), ``SPOOL_DIR``, ``API_TOKEN``,
+    torch on CUDA; the ONNX export is derived from the weights and cached by model version), ``PRECISION``
+    (auto | f32 | bf16: the network's arithmetic; auto: bf16 for OpenVINO on a CPU with native bfloat16, else f32), ``SPOOL_DIR``, ``API_TOKEN``,
     ``GROWTH_STANDARD`` (intergrowth | who), ``BATCH_SIZE`` (scans per forward pass),
     ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison),
     ``MAX_FRAMES`` (16: a cine without (0028,6010) Representative Frame Number and more frames than
@@ -122,6 +131,7 @@ class Settings(BaseSettings):
     weights: str | None = _env("WEIGHTS")
     device: Device = _env("DEVICE", Device.AUTO)
     backend: BackendName = _env("BACKEND", BackendName.AUTO)
+    precision: PrecisionName = _env("PRECISION", PrecisionName.AUTO)
     spool_dir: Path = _env("SPOOL_DIR", factory=lambda: _data_home() / "spool")
     api_token: SecretStr | None = _env("API_TOKEN", secret=True)
     growth_standard: GrowthStandardName = _env("GROWTH_STANDARD", GrowthStandardName.INTERGROWTH)

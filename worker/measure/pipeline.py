@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from models.biometry import Biometry
 from models.errors import FetalHCError, MeasurementError, NotHeadPlane
 from models.head_plane import HeadPlaneGate
 from models.network import pick_device
-from models.segment import measure_images
+from models.segment import SegmentedBatch, finish_batch, segment_batch
 from models.weights import LoadedModel, cached_model
 from worker.core.settings import Settings
 from worker.measure.dating import ga_for_centile, growth_facts
@@ -48,6 +49,9 @@ from worker.measure.reports import (
 from worker.measure.sr_export import export_and_record, mark_owed
 
 log = logging.getLogger(__name__)
+
+# One helper thread per process runs forward passes, so the next batch's network overlaps this batch's contouring.
+_FORWARD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetalhc-forward")
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def load_context(settings: Settings) -> PipelineContext:
     """
     device = pick_device(settings.device)
     model = cached_model(settings.weights, str(device))
-    forward = cached_forward(settings.weights, str(device), settings.backend.value)
+    forward = cached_forward(settings.weights, str(device), settings.backend.value, precision=settings.precision.value)
     return PipelineContext(settings, model, device, gate_for(settings, str(device)), forward)
 
 
@@ -128,13 +132,21 @@ def _scans(items: Sequence[WorkItem], max_frames: int = 0) -> Iterator[tuple[Wor
 
 
 def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
-    """Segment all frames in batches of ``settings.batch_size``; keep each item's best frame."""
-    batch: list[tuple[WorkItem, Scan]] = []
+    """Segment all frames in batches of ``settings.batch_size``; keep each item's best frame.
 
-    def flush() -> None:
-        t0 = time.perf_counter()
-        results = measure_images(ctx.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch],
-                                 ctx.model.input_size, ctx.device, gate=ctx.gate)
+    Batches overlap: while one batch's heads are contoured, fitted and gated here, the next batch's
+    forward pass runs in a helper thread (the network's libraries work outside Python's lock), and
+    the scans after it are read. A single batch runs as it would without the thread.
+    """
+    pending: tuple[list[tuple[WorkItem, Scan]], Future[SegmentedBatch], float] | None = None
+
+    def start(batch: list[tuple[WorkItem, Scan]]) -> tuple[list[tuple[WorkItem, Scan]], Future[SegmentedBatch], float]:
+        return batch, _FORWARD.submit(segment_batch, ctx.net, [s.pixels for _, s in batch],
+                                      [s.spacing_mm for _, s in batch], ctx.model.input_size, ctx.device), \
+            time.perf_counter()
+
+    def finish(batch: list[tuple[WorkItem, Scan]], future: Future[SegmentedBatch], t0: float) -> None:
+        results = finish_batch(future.result(), gate=ctx.gate)
         share = (time.perf_counter() - t0) * 1000 / len(batch)
         for (item, scan), result in zip(batch, results):
             item.infer_ms += share
@@ -148,14 +160,28 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
             elif item.best is None and item.error is None:
                 item.error = result if isinstance(result, FetalHCError) else MeasurementError(
                     f"measurement failed: {type(result).__name__}: {result}", reason="measurement_error")
-        batch.clear()
 
-    for pair in _scans(items, ctx.settings.max_frames):
-        batch.append(pair)
-        if len(batch) >= ctx.settings.batch_size:
-            flush()
-    if batch:
-        flush()
+    batch: list[tuple[WorkItem, Scan]] = []
+    try:
+        for pair in _scans(items, ctx.settings.max_frames):
+            batch.append(pair)
+            if len(batch) >= ctx.settings.batch_size:
+                started = start(batch)
+                batch = []
+                if pending is not None:
+                    finish(*pending)
+                pending = started
+        if batch:
+            started = start(batch)
+            if pending is not None:
+                finish(*pending)
+            pending = started
+        if pending is not None:
+            finish(*pending)
+            pending = None
+    finally:
+        if pending is not None:  # an error while finishing the one before: let the forward pass end first
+            pending[1].cancel() or pending[1].exception()
     for item in items:  # a frame that measured wins over an earlier frame's failure or refusal
         if item.best is not None:
             item.error = None
