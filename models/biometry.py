@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from skimage import measure
 
 from models.ellipse import Ellipse, fit_ellipse_robust
 from models.errors import MeasurementError
@@ -68,19 +67,16 @@ def boundary_points(prob: np.ndarray, level: float = 0.5, field: np.ndarray | No
     if mask.sum() < 20:
         raise MeasurementError("no fetal head was found in the image", reason="no_head_found")
     r0, r1, c0, c1 = _bounds(mask, 2, field.shape)
-    # Contour the chosen component only (others set below the level), padded so that a head cut
-    # by the image border still gives a closed contour.
-    # Other components are set below the level; the chosen one's surroundings keep their values, so the
-    # traced level follows the interpolated map (setting them to 0 pulled the contour inwards: -0.3 mm HC).
+    # The chosen component's outline: other components are set below the level, the component's surroundings
+    # keep their values, so the level follows the interpolated map (setting them to 0, as before, pulled the
+    # outline inwards: -0.3 mm of HC); padded so that a head cut by the image border is outlined there too.
     low = min(float(field.min()), level) - 1.0
     window, chosen = field[r0:r1, c0:c1], mask[r0:r1, c0:c1]
-    sub = np.where(chosen | (window <= level), window, low)
-    contours = measure.find_contours(np.pad(sub, 1, constant_values=low), level)
-    if not contours:
+    sub = np.pad(np.where(chosen | (window <= level), window, low), 1, constant_values=low)
+    ys, xs = outline_points(sub, np.pad(chosen, 1), level)
+    if len(ys) == 0:
         raise MeasurementError("no head boundary could be traced", reason="no_head_found")
-    contour = max(contours, key=len)
-    ys = contour[:, 0] - 1 + r0
-    xs = contour[:, 1] - 1 + c0
+    ys, xs = ys - 1 + r0, xs - 1 + c0
     # Where the head leaves the image the contour runs along the border: that is the edge of the
     # picture, not skull, so those points are left out of the fit.
     rows_max, cols_max = field.shape[0] - 1, field.shape[1] - 1
@@ -88,6 +84,38 @@ def boundary_points(prob: np.ndarray, level: float = 0.5, field: np.ndarray | No
     if inside.sum() < 20:
         raise MeasurementError("the head boundary lies almost entirely on the image border", reason="no_head_found")
     return np.stack([xs[inside], ys[inside]], axis=1), mask
+
+
+def outline_points(field: np.ndarray, component: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the points where ``field`` crosses ``level`` on the outer outline of ``component``.
+
+    The vertices of the longest contour ``skimage.measure.find_contours(field, level)`` would trace around
+    it (marching squares: linear interpolation along each pixel edge that crosses the level), without
+    tracing it: the fit needs the points, not their order, and tracing cost more than all the rest of
+    measuring a flip. As marching squares does by default, pixels above the level connect through their
+    sides only, so the outline is that of the component's largest side-connected piece with its holes
+    filled (holes' own outlines are not the skull's). ``component`` must not touch the array's border.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(component.astype(np.uint8), connectivity=4)
+    if count < 2:
+        return np.zeros(0), np.zeros(0)
+    piece = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    # Holes filled: everything but the background reached from the border (8-connected, as marching squares'
+    # low side), which the component never touches.
+    background = (~piece).astype(np.uint8)
+    cv2.floodFill(background, None, (0, 0), 2, flags=8)
+    solid = background != 2
+    rows, cols = [], []
+    for axis in (0, 1):
+        a = solid[:-1, :] if axis == 0 else solid[:, :-1]
+        b = solid[1:, :] if axis == 0 else solid[:, 1:]
+        r, c = np.nonzero(a != b)
+        v0 = field[r, c]
+        v1 = field[r + 1, c] if axis == 0 else field[r, c + 1]
+        t = (level - v0) / (v1 - v0)
+        rows.append(r + t if axis == 0 else r.astype(float))
+        cols.append(c.astype(float) if axis == 0 else c + t)
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def _bounds(mask: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -123,8 +151,9 @@ def measure_head_on_grid(logits: np.ndarray, spacing_mm_x: float, spacing_mm_y: 
     upsampling to full size first) and mapped to the image's pixels, so nothing is upsampled.
     Confidence and the fit's agreement (IoU) are measured on the grid.
     """
-    prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
-    xy_grid, mask = boundary_points(prob, 0.0, field=logits)
+    xy_grid, mask = boundary_points(logits, 0.0)
+    prob = np.zeros_like(logits)  # the probability where the confidence is read: inside the component
+    prob[mask] = 1.0 / (1.0 + np.exp(-np.clip(logits[mask], -60.0, 60.0)))
     scale = (image_shape[1] / logits.shape[1], image_shape[0] / logits.shape[0])
     xy_px = (xy_grid + 0.5) * np.array(scale) - 0.5
     return _biometry(xy_px, prob, mask, image_shape, scale, spacing_mm_x, spacing_mm_y)

@@ -63,3 +63,26 @@ def test_other_components_do_not_pull_the_contour() -> None:
     both = np.maximum(logits, speck)
     assert measure_head_on_grid(both, 0.2, 0.2, (300, 400)).hc_mm == pytest.approx(
         measure_head_on_grid(logits, 0.2, 0.2, (300, 400)).hc_mm, abs=1e-6)
+
+
+def test_outline_points_are_the_vertices_find_contours_traces() -> None:
+    from scipy import ndimage
+    from skimage import measure
+
+    from models.biometry import outline_points
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        field = ndimage.gaussian_filter(rng.normal(size=(60, 80)), 4) * 40
+        field[:3], field[-3:], field[:, :3], field[:, -3:] = -5, -5, -5, -5
+        blobs, count = ndimage.label(field > 0, structure=np.ones((3, 3)))
+        if count == 0:
+            continue
+        biggest = blobs == 1 + int(np.argmax(np.bincount(blobs.ravel())[1:]))
+        sub = np.where(biggest | (field <= 0), field, -10.0)
+        traced = max(measure.find_contours(sub, 0.0), key=len)[:-1]  # a closed contour repeats its first point
+        rows, cols = outline_points(sub, biggest, 0.0)
+        ours = np.stack([rows, cols], axis=1)
+        assert len(ours) == len(np.unique(np.round(traced, 9), axis=0))
+        gap = np.abs(ours[:, None, :] - traced[None, :, :]).sum(axis=2).min(axis=1)
+        assert gap.max() < 1e-6
