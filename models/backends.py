@@ -202,8 +202,12 @@ def export_onnx(net: nn.Module, input_size: tuple[int, int]) -> bytes:
 
 def exported_model_path(model: LoadedModel, cache_dir: str | Path | None = None) -> Path:
     """The cache file of ``model``'s export: named by its ``model_version`` (sha256) and the opset."""
+    return _cache_path(model.model_version, cache_dir)
+
+
+def _cache_path(key: str, cache_dir: str | Path | None) -> Path:
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return folder / f"{model.model_version}.opset{ONNX_OPSET}.onnx"
+    return folder / f"{key}.opset{ONNX_OPSET}.onnx"
 
 
 def exported_onnx(model: LoadedModel, cache_dir: str | Path | None = None, refresh: bool = False) -> bytes:
@@ -213,10 +217,16 @@ def exported_onnx(model: LoadedModel, cache_dir: str | Path | None = None, refre
     exporting at once never see a partial file. A cache folder that cannot be written is logged and
     the export kept in memory only.
     """
-    path = exported_model_path(model, cache_dir)
+    return exported_onnx_of(model.net, model.input_size, model.model_version, cache_dir, refresh)
+
+
+def exported_onnx_of(net: nn.Module, input_size: tuple[int, int], key: str, cache_dir: str | Path | None = None,
+                     refresh: bool = False) -> bytes:
+    """``exported_onnx`` for any network taking (N, 1, H, W) images, cached under ``key`` (its file's sha256)."""
+    path = _cache_path(key, cache_dir)
     if not refresh and path.is_file():
         return path.read_bytes()
-    data = export_onnx(model.net, model.input_size)
+    data = export_onnx(net, input_size)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -229,7 +239,7 @@ def exported_onnx(model: LoadedModel, cache_dir: str | Path | None = None, refre
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        log.info("exported %s (%s) to %s", model.model_name, model.model_version[:12], path)
+        log.info("exported %s to %s", key[:12], path)
     except OSError as exc:
         log.warning("cannot cache the exported model in %s (%s); keeping it in memory", path.parent, exc)
     return data
@@ -372,21 +382,29 @@ def make_forward(model: LoadedModel, backend: str | Backend = "auto", device: to
     A cached export that no longer loads is exported again once. ``precision``: auto (``resolve_precision``),
     f32, or bf16 (OpenVINO, or torch autocast; ONNX Runtime refuses it).
     """
+    return forward_of(model.net, model.input_size, model.model_version, backend, device, cache_dir, threads,
+                      precision)
+
+
+def forward_of(net: nn.Module, input_size: tuple[int, int], key: str, backend: str | Backend = "auto",
+               device: torch.device | str = "cpu", cache_dir: str | Path | None = None, threads: int | None = None,
+               precision: str | Precision = Precision.AUTO) -> ForwardPass:
+    """``make_forward`` for any network taking (N, 1, H, W) images at ``input_size``; ``key`` names its export."""
     chosen = resolve_backend(backend, device)
     wanted = resolve_precision(precision, chosen)
     if chosen is Backend.TORCH:
-        return TorchForward(model.net, device, wanted)
+        return TorchForward(net, device, wanted)
     cls = _EXPORTED[chosen]
-    was_cached = exported_model_path(model, cache_dir).is_file()
+    was_cached = _cache_path(key, cache_dir).is_file()
     try:
-        return cls(exported_onnx(model, cache_dir), model.input_size, threads, wanted)
+        return cls(exported_onnx_of(net, input_size, key, cache_dir), input_size, threads, wanted)
     except BackendUnavailable:
         raise
     except Exception as exc:  # ONNX Runtime's load errors derive from Exception only
         if not was_cached:
             raise
-        log.warning("cached export of %s does not load (%s); exporting again", model.model_version[:12], exc)
-        return cls(exported_onnx(model, cache_dir, refresh=True), model.input_size, threads, wanted)
+        log.warning("cached export of %s does not load (%s); exporting again", key[:12], exc)
+        return cls(exported_onnx_of(net, input_size, key, cache_dir, refresh=True), input_size, threads, wanted)
 
 
 @lru_cache(maxsize=4)

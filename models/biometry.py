@@ -48,22 +48,24 @@ class Biometry:
         return bool(self.flags)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected foreground component of a boolean mask (the first in raster order on a tie)."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+def largest_component(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
+    """The largest foreground component (8- or 4-connected) of a boolean mask (the first in raster order on a tie)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
     if count < 2:
         return np.zeros_like(mask, dtype=bool)
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
 def boundary_points(prob: np.ndarray, level: float = 0.5, field: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel boundary (x, y) of the largest component of ``field > level``, and that mask.
+    """Sub-pixel boundary (x, y) of the largest side-connected component of ``field > level``, and that mask.
+
+    Side-connected (4-connected), as marching squares outlines the pixels above the level by default.
 
     ``field`` defaults to ``prob``; ``measure_head_on_grid`` passes the logits (level 0) so that the
     contour's linear interpolation between samples follows the bilinear logit field exactly.
     """
     field = prob if field is None else field
-    mask = largest_component(field > level)
+    mask = largest_component(field > level, connectivity=4)
     if mask.sum() < 20:
         raise MeasurementError("no fetal head was found in the image", reason="no_head_found")
     r0, r1, c0, c1 = _bounds(mask, 2, field.shape)
@@ -89,17 +91,15 @@ def boundary_points(prob: np.ndarray, level: float = 0.5, field: np.ndarray | No
 def outline_points(field: np.ndarray, component: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the points where ``field`` crosses ``level`` on the outer outline of ``component``.
 
-    The vertices of the longest contour ``skimage.measure.find_contours(field, level)`` would trace around
-    it (marching squares: linear interpolation along each pixel edge that crosses the level), without
-    tracing it: the fit needs the points, not their order, and tracing cost more than all the rest of
-    measuring a flip. As marching squares does by default, pixels above the level connect through their
-    sides only, so the outline is that of the component's largest side-connected piece with its holes
-    filled (holes' own outlines are not the skull's). ``component`` must not touch the array's border.
+    ``component``: side-connected (4-connected) pixels above the level, not touching the array's border.
+    The points are the vertices of the contour ``skimage.measure.find_contours(field, level)`` traces
+    around it (marching squares: linear interpolation along each pixel edge that crosses the level),
+    found without tracing: the fit needs the points, not their order, and tracing cost more than all the
+    rest of measuring a flip. Holes are filled first (their own outlines are not the skull's).
     """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(component.astype(np.uint8), connectivity=4)
-    if count < 2:
+    if not component.any():
         return np.zeros(0), np.zeros(0)
-    piece = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    piece = component
     # Holes filled: everything but the background reached from the border (8-connected, as marching squares'
     # low side), which the component never touches.
     background = (~piece).astype(np.uint8)

@@ -18,25 +18,35 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from models.backends import Backend, forward_of, resolve_backend
 from models.errors import WeightsError
 from models.plane_gate_io import read_gate
+from models.weights import file_sha256
 from models.plane_verdict import HeadPlaneGate, PlaneVerdict
 
 SHIPPED_GATE = Path(__file__).parent / "weights" / "head_plane_gate.pt"
 
 
 @lru_cache(maxsize=4)
-def load_gate(path: str | None = None, device: str = "cpu") -> HeadPlaneGate:
+def load_gate(path: str | None = None, device: str = "cpu", backend: str = "torch") -> HeadPlaneGate:
     """The gate saved at ``path`` (the shipped one when None), loaded once per process.
+
+    ``backend`` (as ``FETALHC_BACKEND``): an exported backend runs the gate's CNN too, in float32 (its
+    export cached by the gate file's sha256 beside the segmentation model's); the skull-echo part is NumPy.
 
     Raises:
         WeightsError: the file is missing or does not hold a gate.
+        BackendUnavailable: ``backend`` cannot run here.
     """
     file = Path(path) if path else SHIPPED_GATE
     if not file.is_file():
         raise WeightsError(f"head-plane gate {file} does not exist; set FETALHC_HEAD_PLANE_GATE=off or train one "
                            "with 'python -m models.train_gate'")
-    return read_gate(file, device)
+    gate = read_gate(file, device)
+    if resolve_backend(backend, device) is Backend.TORCH:
+        return gate
+    forward = forward_of(gate.net, gate.input_size, f"gate-{file_sha256(file)}", backend, device, precision="f32")
+    return gate.with_forward(forward)
 
 
 __all__ = ["SHIPPED_GATE", "HeadPlaneGate", "PlaneVerdict", "load_gate"]

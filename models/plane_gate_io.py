@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,15 +72,24 @@ class TrainedGate(HeadPlaneGate):
             raise ValueError(f"gate threshold {threshold} must lie strictly between 0 and 1")
         self.net, self.input_size, self.echo, self.fusion, self.design = net, input_size, echo, fusion, design
         self.threshold, self.device, self.meta = float(threshold), device, dict(meta or {})
+        self.forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the CNN through another backend
 
     def with_threshold(self, threshold: float) -> TrainedGate:
         """The same gate at another operating point."""
-        return TrainedGate(self.net, self.input_size, self.echo, self.fusion, self.design, threshold, self.device,
+        gate = TrainedGate(self.net, self.input_size, self.echo, self.fusion, self.design, threshold, self.device,
                            self.meta)
+        gate.forward = self.forward
+        return gate
+
+    def with_forward(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> TrainedGate:
+        """The same gate with its CNN run by ``forward`` (e.g. ``models.backends.forward_of`` its network)."""
+        gate = self.with_threshold(self.threshold)
+        gate.forward = forward
+        return gate
 
     def logits(self, images: Sequence[np.ndarray], ellipses_px: Sequence[Ellipse | None]) -> dict[str, np.ndarray]:
         """Each design's logit for each image."""
-        cnn = plane_logits(self.net, images, self.input_size, self.device).astype(np.float64)
+        cnn = plane_logits(self.forward or self.net, images, self.input_size, self.device).astype(np.float64)
         feats = np.stack([skull_features(img, e) for img, e in zip(images, ellipses_px)]) if images else \
             np.zeros((0, len(FEATURES)))
         echo = self.echo.logits(feats)

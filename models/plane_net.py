@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,9 +41,9 @@ def letterbox(image: np.ndarray, size: tuple[int, int] = INPUT_SIZE) -> torch.Te
 
 
 @torch.inference_mode()
-def plane_logits(net: nn.Module, images: Sequence[np.ndarray], size: tuple[int, int] = INPUT_SIZE,
-                 device: torch.device | str = "cpu") -> np.ndarray:
-    """The network's head-plane logit for each image, in one batch."""
+def plane_logits(net: nn.Module | Callable[[torch.Tensor], torch.Tensor], images: Sequence[np.ndarray],
+                 size: tuple[int, int] = INPUT_SIZE, device: torch.device | str = "cpu") -> np.ndarray:
+    """The network's head-plane logit for each image, in one batch (``net``: the module or a backend's forward)."""
     if not images:
         return np.zeros(0, np.float32)
     batch = normalise(torch.stack([letterbox(img, size) for img in images])).to(device)

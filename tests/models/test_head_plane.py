@@ -158,3 +158,19 @@ def test_preparing_gate_images_leaves_training_possible() -> None:
     assert prep.keys == [i.key for i in items] and prep.features.shape == (2, len(FEATURES))
     assert prep.ellipse(0) is not None
     assert torch.is_grad_enabled(), "preparing must not switch autograd off for the CNN training that follows"
+
+
+def test_gate_cnn_through_openvino_scores_as_torch() -> None:
+    from models.backends import Backend, backend_available
+
+    if not backend_available(Backend.OPENVINO):
+        pytest.skip("openvino is not installed")
+    torch_gate, exported = load_gate(None, "cpu", "torch"), load_gate(None, "cpu", "openvino")
+    assert isinstance(exported, TrainedGate) and exported.forward is not None and torch_gate.forward is None
+    heads = [make_phantom(hc_mm=hc, seed=s).image for hc, s in ((150.0, 1), (260.0, 2))]
+    ring, _ = ring_phantom(3, ring=True)
+    images = [*heads, ring, np.full((240, 320), 60, np.uint8)]
+    ellipses = [Ellipse.make(400, 270, 200, 150, 0.2), Ellipse.make(400, 270, 250, 190, 0.5), None, None]
+    a, b = torch_gate.logits(images, ellipses), exported.logits(images, ellipses)
+    assert np.allclose(a["cnn"], b["cnn"], atol=1e-3) and np.allclose(a["fused"], b["fused"], atol=1e-3)
+    assert exported.with_threshold(0.5).forward is exported.forward

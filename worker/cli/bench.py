@@ -46,11 +46,11 @@ def build_report(settings: Settings, args: argparse.Namespace, argv: list[str] |
         "machine": machine(), "device": settings.device.value, "amp": bool(args.amp),
     }
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",") if b.strip()]
-    if args.profile:
-        report["profile"] = profile_pipeline(settings, n=args.n)
     if args.backends:
         report["backends"] = bench_backends(settings, n=args.n, backends=_backends(args.backends),
                                             batch_sizes=batch_sizes, repeats=args.repeats, amp=args.amp)
+    if args.profile:  # after the backends: its exported models' threads must not slow the torch yardstick
+        report["profile"] = profile_pipeline(settings, n=args.n)
     if args.celery_batch:
         from worker.queue.batch_bench import bench_celery_batch
 

@@ -33,7 +33,8 @@ def gate_for(settings: Settings, device: str = "cpu") -> HeadPlaneGate | None:
     """
     if settings.head_plane_gate == "off":
         return None
-    gate = load_gate(None if settings.head_plane_gate == "on" else settings.head_plane_gate, device)
+    gate = load_gate(None if settings.head_plane_gate == "on" else settings.head_plane_gate, device,
+                     settings.backend.value)
     if settings.head_plane_threshold is not None:
         return ThresholdOverride(gate, settings.head_plane_threshold)
     return gate

@@ -30,7 +30,7 @@ from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
 from dicom_io.reader import open_scans, parse_date, read_dataset
-from models.backends import ForwardPass, cached_forward
+from models.backends import Backend, ForwardPass, cached_forward
 from models.biometry import Biometry
 from models.errors import FetalHCError, MeasurementError, NotHeadPlane
 from models.head_plane import HeadPlaneGate
@@ -134,16 +134,27 @@ def _scans(items: Sequence[WorkItem], max_frames: int = 0) -> Iterator[tuple[Wor
 def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
     """Segment all frames in batches of ``settings.batch_size``; keep each item's best frame.
 
-    Batches overlap: while one batch's heads are contoured, fitted and gated here, the next batch's
+    Batches overlap: while one batch's heads are outlined, fitted and gated here, the next batch's
     forward pass runs in a helper thread (the network's libraries work outside Python's lock), and
-    the scans after it are read. A single batch runs as it would without the thread.
+    the scans after it are read. A single batch runs as it would without the thread. The torch network
+    on CPU does not overlap (``_overlaps``).
     """
     pending: tuple[list[tuple[WorkItem, Scan]], Future[SegmentedBatch], float] | None = None
 
+    overlap = _overlaps(ctx)
+
     def start(batch: list[tuple[WorkItem, Scan]]) -> tuple[list[tuple[WorkItem, Scan]], Future[SegmentedBatch], float]:
-        return batch, _FORWARD.submit(segment_batch, ctx.net, [s.pixels for _, s in batch],
-                                      [s.spacing_mm for _, s in batch], ctx.model.input_size, ctx.device), \
-            time.perf_counter()
+        args = (ctx.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch], ctx.model.input_size,
+                ctx.device)
+        t0 = time.perf_counter()
+        if overlap:
+            return batch, _FORWARD.submit(segment_batch, *args), t0
+        done: Future[SegmentedBatch] = Future()
+        try:
+            done.set_result(segment_batch(*args))
+        except Exception as exc:  # noqa: BLE001 - raised where the overlapping path would raise it
+            done.set_exception(exc)
+        return batch, done, t0
 
     def finish(batch: list[tuple[WorkItem, Scan]], future: Future[SegmentedBatch], t0: float) -> None:
         results = finish_batch(future.result(), gate=ctx.gate)
@@ -186,6 +197,12 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
         if item.best is not None:
             item.error = None
             item.refused = None
+
+
+def _overlaps(ctx: PipelineContext) -> bool:
+    """Whether forward passes run in the helper thread: not for the torch network on CPU, whose OpenMP threads
+    in a second thread would contend with the first thread's own (twice as slow on 2 cores)."""
+    return not (ctx.device.type == "cpu" and getattr(ctx.net, "backend", Backend.TORCH) is Backend.TORCH)
 
 
 def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
