@@ -139,13 +139,41 @@ def fit_ellipse(xy: np.ndarray) -> Ellipse:
     xy = np.asarray(xy, dtype=float)
     if xy.ndim != 2 or xy.shape[0] < 6:
         raise MeasurementError("too few boundary points to fit an ellipse", reason="ellipse_fit")
-    mean = xy.mean(axis=0)
-    scale = float(np.sqrt(((xy - mean) ** 2).sum(axis=1).mean())) or 1.0
-    x = (xy[:, 0] - mean[0]) / scale
-    y = (xy[:, 1] - mean[1]) / scale
-    d1 = np.stack([x * x, x * y, y * y], axis=1)
-    d2 = np.stack([x, y, np.ones_like(x)], axis=1)
-    s1, s2, s3 = d1.T @ d1, d1.T @ d2, d2.T @ d2
+    frame = _Frame.of(xy)
+    return frame.ellipse(_fit_scatter(frame.design.T @ frame.design))
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Points moved to their centroid and scaled to unit RMS radius (the fit's conditioning; the fit is
+    invariant to that similarity), with their design matrix rows (x^2, xy, y^2, x, y, 1)."""
+
+    mean: np.ndarray
+    scale: float
+    design: np.ndarray
+
+    @classmethod
+    def of(cls, xy: np.ndarray) -> _Frame:
+        mean = xy.mean(axis=0)
+        centred = xy - mean
+        scale = float(np.sqrt((centred**2).sum(axis=1).mean())) or 1.0
+        x, y = centred[:, 0] / scale, centred[:, 1] / scale
+        return cls(mean, scale, np.stack([x * x, x * y, y * y, x, y, np.ones_like(x)], axis=1))
+
+    def ellipse(self, conic_n: np.ndarray) -> Ellipse:
+        """The ellipse of a conic fitted in this frame, in the points' own frame."""
+        A, B, C, D, E, F = conic_n
+        mx, my, s = self.mean[0], self.mean[1], self.scale
+        A2, B2, C2 = A / s**2, B / s**2, C / s**2
+        D2 = D / s - 2 * A2 * mx - B2 * my
+        E2 = E / s - 2 * C2 * my - B2 * mx
+        F2 = A2 * mx * mx + B2 * mx * my + C2 * my * my - D / s * mx - E / s * my + F
+        return ellipse_from_conic(np.array([A2, B2, C2, D2, E2, F2]))
+
+
+def _fit_scatter(scatter: np.ndarray) -> np.ndarray:
+    """The conic (A..F) minimising algebraic distance under 4AC - B^2 = 1, from the 6 x 6 scatter matrix."""
+    s1, s2, s3 = scatter[:3, :3], scatter[:3, 3:], scatter[3:, 3:]
     try:
         t = -np.linalg.solve(s3, s2.T)
     except np.linalg.LinAlgError as exc:
@@ -159,32 +187,30 @@ def fit_ellipse(xy: np.ndarray) -> Ellipse:
     if ok.size == 0:
         raise MeasurementError("no ellipse fits the boundary", reason="ellipse_fit")
     a1 = evecs[:, ok[0]]
-    conic_n = np.concatenate([a1, t @ a1])
-    # Undo the normalisation x = (X - mx)/s.
-    A, B, C, D, E, F = conic_n
-    mx, my, s = mean[0], mean[1], scale
-    A2, B2, C2 = A / s**2, B / s**2, C / s**2
-    D2 = D / s - 2 * A2 * mx - B2 * my
-    E2 = E / s - 2 * C2 * my - B2 * mx
-    F2 = A2 * mx * mx + B2 * mx * my + C2 * my * my - D / s * mx - E / s * my + F
-    return ellipse_from_conic(np.array([A2, B2, C2, D2, E2, F2]))
+    return np.concatenate([a1, t @ a1])
 
 
 def fit_ellipse_robust(xy: np.ndarray, iterations: int = 3, k: float = 3.0) -> tuple[Ellipse, float]:
     """Fit, then refit without outliers (distance > k * 1.4826 * MAD), a few times.
 
-    Returns the ellipse and the fraction of points kept as inliers.
+    Returns the ellipse and the fraction of points kept as inliers. Refits reuse the first fit's frame
+    and design matrix (only the 6 x 6 scatter of the points kept is formed again).
     """
     xy = np.asarray(xy, dtype=float)
+    if xy.ndim != 2 or xy.shape[0] < 6:
+        raise MeasurementError("too few boundary points to fit an ellipse", reason="ellipse_fit")
+    frame = _Frame.of(xy)
     keep = np.ones(len(xy), dtype=bool)
-    ellipse = fit_ellipse(xy)
+    ellipse = frame.ellipse(_fit_scatter(frame.design.T @ frame.design))
     for _ in range(iterations):
         dist = ellipse.distance(xy)
-        mad = float(np.median(np.abs(dist - np.median(dist)))) * 1.4826
-        limit = max(k * mad + float(np.median(dist)), 1e-9)
+        median = float(np.median(dist))
+        mad = float(np.median(np.abs(dist - median))) * 1.4826
+        limit = max(k * mad + median, 1e-9)
         new_keep = dist <= limit
         if new_keep.sum() < max(6, 0.5 * len(xy)) or np.array_equal(new_keep, keep):
             break
         keep = new_keep
-        ellipse = fit_ellipse(xy[keep])
+        kept = frame.design[keep]
+        ellipse = frame.ellipse(_fit_scatter(kept.T @ kept))
     return ellipse, float(keep.mean())

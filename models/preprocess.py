@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,21 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
     image = image.astype(np.float32)
     peak = float(image.max())
     return image / peak if peak > 0 else image
+
+
+def contrast(image: np.ndarray) -> float:
+    """Standard deviation of ``to_unit_float(image)`` (the blank-image test), without making the float copy."""
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {image.shape}")
+    if image.dtype in (np.uint8, np.uint16, np.int16, np.float32, np.float64) and image.size:
+        _, std = cv2.meanStdDev(np.ascontiguousarray(image))
+        if np.issubdtype(image.dtype, np.integer):
+            top = 255.0 if image.dtype == np.uint8 else float(max(int(image.max()), 1))
+        else:
+            peak = float(image.max())
+            top = peak if peak > 0 else 1.0
+        return float(std[0, 0]) / top
+    return float(to_unit_float(image).std())
 
 
 def normalise(t: torch.Tensor) -> torch.Tensor:

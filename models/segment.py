@@ -14,7 +14,7 @@ from torch import nn
 from models.biometry import Biometry, hc_on_grid, measure_head_on_grid
 from models.errors import MeasurementError, NotHeadPlane
 from models.plane_verdict import HeadPlaneGate
-from models.preprocess import logits_to_full_size, prepare_input, to_unit_float
+from models.preprocess import contrast, logits_to_full_size, prepare_input
 
 if TYPE_CHECKING:
     from models.backends import ForwardPass
@@ -145,7 +145,7 @@ def segment_batch(
     results: list[Biometry | Exception | None] = [None] * len(images)
     todo = []
     for i, img in enumerate(images):
-        if float(to_unit_float(img).std()) < MIN_CONTRAST:
+        if contrast(img) < MIN_CONTRAST:
             results[i] = MeasurementError("the image is blank (no contrast to segment)", reason="blank_image")
         else:
             todo.append(i)

@@ -40,8 +40,8 @@ def gaussian_smooth(image: np.ndarray, sigma: float) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (x / sigma) ** 2)
     kernel /= kernel.sum()
-    return cv2.sepFilter2D(np.ascontiguousarray(image, dtype=np.float32), cv2.CV_32F, kernel, kernel,
-                           borderType=cv2.BORDER_REFLECT)
+    source = image if image.dtype in (np.uint8, np.uint16, np.int16, np.float32) else image.astype(np.float32)
+    return cv2.sepFilter2D(np.ascontiguousarray(source), cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
 
 
 def _sample_points(e: Ellipse) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
