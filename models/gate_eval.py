@@ -36,6 +36,7 @@ class _Recorder(TrainedGate):
     def __init__(self, gate: TrainedGate) -> None:
         super().__init__(gate.net, gate.input_size, gate.echo, gate.fusion, gate.design, gate.threshold, gate.device,
                          gate.meta)
+        self.forward = gate.forward
         self.seen: list[float] = []
 
     def verdicts(self, images: Sequence[np.ndarray], ellipses_px: Sequence[Any]) -> list[PlaneVerdict]:
@@ -51,9 +52,14 @@ def outcome(result: Biometry | Exception) -> str:
     return "not_head" if isinstance(result, NotHeadPlane) else "failed"
 
 
-def evaluate_gate(gate: TrainedGate, model: LoadedModel, items: Sequence[GateItem], batch: int = 8) -> dict[str, Any]:
-    """Measure ``items`` with the gate on; the AUC over validation items and per-source outcomes."""
+def evaluate_gate(gate: TrainedGate, model: LoadedModel, items: Sequence[GateItem], batch: int = 8,
+                  net: Any = None) -> dict[str, Any]:
+    """Measure ``items`` with the gate on; the AUC over validation items and per-source outcomes.
+
+    ``net``: what segments (a ``models.backends`` forward pass; default the torch network).
+    """
     recorder = _Recorder(gate)
+    net = model.net if net is None else net
     probs: list[float] = []
     outcomes: list[str] = []
     for start in tqdm(range(0, len(items), batch), desc="eval-gate", mininterval=10):
@@ -61,7 +67,7 @@ def evaluate_gate(gate: TrainedGate, model: LoadedModel, items: Sequence[GateIte
         images = [item_image(i) for i in chunk]
         spacing = [(i.pixel_size_mm or 0.15,) * 2 for i in chunk]
         recorder.seen.clear()
-        results = measure_images(model.net, images, spacing, model.input_size, gate=recorder)
+        results = measure_images(net, images, spacing, model.input_size, gate=recorder)
         blank = [getattr(r, "reason", None) == "blank_image" for r in results]  # the gate never saw these
         seen = iter(recorder.seen)
         probs += [0.0 if b else next(seen) for b in blank]

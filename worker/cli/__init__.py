@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="../shared", help="folder holding hc18/, us-negatives/ and other-heads/")
     p.add_argument("--gate", default=None, help="gate file (default: the shipped gate)")
     p.add_argument("--threshold", type=float, default=None, help="another operating point (0-1)")
+    p.add_argument("--backend", default=None, choices=["auto", "torch", "openvino", "onnxruntime"],
+                   help="inference backend (default FETALHC_BACKEND)")
+    p.add_argument("--precision", default=None, choices=["auto", "f32", "bf16"],
+                   help="the segmentation network's arithmetic (default FETALHC_PRECISION; the gate's CNN is f32)")
     p.add_argument("--out", default=None, help="also write the report as JSON here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_gate)

@@ -32,6 +32,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_eval_gate(args: argparse.Namespace) -> int:
     """Validate the head-plane gate on held-out images through the measuring path (see models.gate_eval)."""
+    from models.backends import make_forward
     from models.gate_eval import evaluate_gate, format_report, held_out_items
     from models.head_plane import load_gate
     from models.weights import load_weights
@@ -40,10 +41,15 @@ def cmd_eval_gate(args: argparse.Namespace) -> int:
     if not any(i.source == "hc18" for i in items):
         raise FileNotFoundError(f"no HC18 validation heads under {args.data} (expected hc18/, us-negatives/, "
                                 "other-heads/)")
-    gate = load_gate(args.gate)
+    settings = get_settings()
+    backend = args.backend or settings.backend.value
+    gate = load_gate(args.gate, "cpu", backend)
     if args.threshold is not None:
         gate = gate.with_threshold(args.threshold)
-    report = evaluate_gate(gate, load_weights(get_settings().weights), items)
+    model = load_weights(settings.weights)
+    forward = make_forward(model, backend, precision=args.precision or settings.precision.value)
+    report = evaluate_gate(gate, model, items, net=forward)
+    report["backend"], report["precision"] = forward.backend.value, forward.precision.value
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     if args.json:

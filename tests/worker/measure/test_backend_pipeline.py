@@ -9,9 +9,9 @@ import pytest
 
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
-from models.backends import Backend, backend_available, cached_forward
+from models.backends import Backend, Precision, backend_available, cached_forward, cpu_has_native_bf16
 from models.errors import ConfigError
-from worker.core.settings import BackendName, Settings
+from worker.core.settings import BackendName, PrecisionName, Settings
 from worker.measure.pipeline import WorkItem, load_context, measure_rows
 
 
@@ -72,3 +72,45 @@ def test_pipeline_measures_a_phantom_dicom_with_the_hc_of_torch(name: str, tmp_p
     for ref, row in zip(reference, rows):
         assert ref["status"] == row["status"] == "measured"
         assert abs(row["hc_mm"] - ref["hc_mm"]) <= 0.05, (name, ref["hc_mm"], row["hc_mm"])
+
+
+def test_precision_setting_defaults_to_auto_and_refuses_unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FETALHC_PRECISION", raising=False)
+    assert Settings().precision is PrecisionName.AUTO
+    monkeypatch.setenv("FETALHC_PRECISION", "fp8")
+    with pytest.raises(ConfigError, match="FETALHC_PRECISION.*auto, f32, bf16"):
+        Settings()
+    monkeypatch.setenv("FETALHC_PRECISION", "f32")
+    assert Settings().precision is PrecisionName.F32
+    assert {p.value for p in PrecisionName} == {p.value for p in Precision}
+
+
+def test_the_context_runs_the_precision_asked_for(tmp_path: Path) -> None:
+    if not backend_available(Backend.OPENVINO):
+        pytest.skip("openvino is not installed")
+    ctx = load_context(_settings(tmp_path, "openvino").replace(precision="f32"))
+    assert ctx.forward is not None and ctx.forward.precision is Precision.F32
+    auto = load_context(_settings(tmp_path, "openvino"))
+    assert auto.forward is not None
+    assert auto.forward.precision is (Precision.BF16 if cpu_has_native_bf16() else Precision.F32)
+
+
+@pytest.mark.parametrize("name", ["torch", "openvino"])
+def test_batches_that_overlap_give_the_rows_of_one_scan_at_a_time(name: str, tmp_path: Path) -> None:
+    # With batches of 2, the next batch's forward pass runs while this one is outlined (exported backends):
+    # every item keeps its own result, in order, a damaged file among them included.
+    if not backend_available(Backend(name)):
+        pytest.skip(f"{name} is not installed")
+    paths = [write_us_image(tmp_path / f"{i}.dcm", make_phantom(hc_mm=hc, spacing_mm=0.15, seed=i).image, 0.15)
+             for i, hc in enumerate((120.0, 300.0, 180.0, 250.0))]
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"DICM" + bytes(200))
+    paths.insert(2, broken)
+    settings = _settings(tmp_path, name).replace(precision="f32")
+    one_by_one = [measure_rows(load_context(settings.replace(batch_size=1)), [WorkItem(p)])[0] for p in paths]
+    batched = measure_rows(load_context(settings.replace(batch_size=2)), [WorkItem(p) for p in paths])
+    assert [r["path"] for r in batched] == [str(p) for p in paths]
+    assert [r["status"] for r in batched] == [r["status"] for r in one_by_one]
+    assert batched[2]["status"] == "failed"
+    for single, row in zip(one_by_one, batched):
+        assert row.get("hc_mm") == single.get("hc_mm")

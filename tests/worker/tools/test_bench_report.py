@@ -39,7 +39,29 @@ def test_backends_report_forward_pipeline_and_their_ratio(fetalhc_env: pytest.Mo
         forward_1 = entry["forward"][0]["seconds_per_image"]
         assert pipeline["single_ratio_to_forward"] == pytest.approx(pipeline["single_s_per_scan"] / forward_1,
                                                                     rel=0.05, abs=0.02)
+        yardstick = entry["torch_f32_forward_s_per_scan"]["1"]
+        assert pipeline["single_ratio_to_torch_f32"] == pytest.approx(pipeline["single_s_per_scan"] / yardstick,
+                                                                      rel=0.05, abs=0.02)
+        assert entry["precision"] == "f32" and isinstance(entry["target_met"], bool)
+        ratios = (pipeline["single_ratio_to_torch_f32"], pipeline["batched_2_ratio_to_torch_f32"])
+        if all(abs(r - 0.6) > 0.005 for r in ratios):  # away from the line, the rounded ratios decide alike
+            assert entry["target_met"] == (max(ratios) <= 0.6
+                                           and pipeline["batched_2_s_per_scan"] < pipeline["single_s_per_scan"])
     assert not Path(fetalhc_env_db(fetalhc_env)).exists()  # the pipeline bench stores nothing
+
+
+def test_profile_reports_the_stages_of_a_scan(fetalhc_env: pytest.MonkeyPatch, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    fetalhc_env.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fetalhc_env.setenv("FETALHC_BACKEND", "torch")
+    report = _report(capsys, tmp_path, "--profile", "-n", "2", "--threads", "1")
+    profile = report["profile"]
+    assert profile["backend"] == "torch" and profile["head_plane_gate"] == "on" and profile["scans"] == 2
+    stages = profile["stages_ms_per_scan"]
+    assert stages["forward pass (3 flips)"] > 0 and stages["measure the mean (contour, fit, quality)"] > 0
+    assert stages["gate: skull-echo features"] > 0 and stages["read (decode, calibration)"] > 0
+    assert 0 < sum(stages.values()) <= 1.5 * profile["pipeline_ms_per_scan"] + stages["forward pass (3 flips)"]
+    assert profile["top_functions"] and all(f["own_ms_per_scan"] >= 0 for f in profile["top_functions"])
 
 
 def fetalhc_env_db(_: pytest.MonkeyPatch) -> str:
