@@ -67,6 +67,14 @@ def predict_member_logits(net: nn.Module | ForwardPass, batch: torch.Tensor,
     ``net`` is the torch network or a ``models.backends.ForwardPass``; one with ``stack_flips``
     (an exported model) runs all flipped copies as one batch of F x N.
     """
+    if getattr(net, "stack_flips", False) and batch.device.type == "cpu":
+        # An exported model on CPU takes NumPy: flip, stack and flip back there (torch's ops cost 2 ms more).
+        x = batch.numpy()
+        stacked = np.concatenate([np.flip(x, dims) if dims else x for dims in flips])
+        y = net(stacked).numpy()
+        n = len(batch)
+        return torch.from_numpy(np.stack([np.flip(y[k * n:(k + 1) * n], dims) if dims else y[k * n:(k + 1) * n]
+                                          for k, dims in enumerate(flips)]))
     flipped = [torch.flip(batch, dims) if dims else batch for dims in flips]
     if getattr(net, "stack_flips", False):
         outputs = net(torch.cat(flipped)).split(len(batch))
