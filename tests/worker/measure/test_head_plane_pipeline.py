@@ -67,19 +67,24 @@ def test_gate_settings_default_on_and_refuse_nonsense(monkeypatch: pytest.Monkey
 def test_gate_for_follows_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import worker.measure.gate
 
-    loaded: list[tuple[str | None, str]] = []
+    loaded: list[tuple[str | None, str, str]] = []
     inner = ShapeGate()
-    monkeypatch.setattr(worker.measure.gate, "load_gate", lambda path, device: loaded.append((path, device)) or inner)
+    monkeypatch.setattr(worker.measure.gate, "load_gate",
+                        lambda path, device, backend: loaded.append((path, device, backend)) or inner)
+    monkeypatch.setenv("FETALHC_BACKEND", "torch")
     gate_file = tmp_path / "gate.pt"
     gate_file.write_bytes(b"x")
     monkeypatch.setenv("FETALHC_HEAD_PLANE_GATE", "off")
     assert gate_for(Settings()) is None and loaded == []
     monkeypatch.setenv("FETALHC_HEAD_PLANE_GATE", "on")
-    assert gate_for(Settings(), "cpu") is inner and loaded == [(None, "cpu")]
+    assert gate_for(Settings(), "cpu") is inner and loaded == [(None, "cpu", "torch")]
     monkeypatch.setenv("FETALHC_HEAD_PLANE_GATE", str(gate_file))
     monkeypatch.setenv("FETALHC_HEAD_PLANE_THRESHOLD", "0.02")
     gate = gate_for(Settings(), "cpu")
-    assert loaded[-1] == (str(gate_file), "cpu")
+    assert loaded[-1] == (str(gate_file), "cpu", "torch")
+    monkeypatch.setenv("FETALHC_BACKEND", "openvino")  # the gate's CNN runs through the settings' backend
+    gate_for(Settings(), "cpu")
+    assert loaded[-1] == (str(gate_file), "cpu", "openvino")
     assert isinstance(gate, ThresholdOverride) and gate.threshold == 0.02
     verdict = gate.verdicts([np.zeros((210, 310))], [None])[0]  # 0.031 against 0.02 instead of 0.412
     assert (verdict.probability, verdict.threshold, verdict.is_head) == (OTHER_SCORE, 0.02, True)
