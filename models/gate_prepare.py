@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.biometry import measure_head
+from models.biometry import measure_head_on_grid
 from models.ellipse import Ellipse
 from models.errors import MeasurementError
 from models.gate_data import GateItem
 from models.gate_synth import make_view, ring_phantom
 from models.hc18 import Case
 from models.plane_net import INPUT_SIZE, letterbox
-from models.segment import segment_images
+from models.segment import segment_with_members
 from models.skull_echo import FEATURES, skull_features
 from models.weights import LoadedModel
 
@@ -80,9 +80,9 @@ def item_image(item: GateItem) -> np.ndarray:
 
 def fitted_ellipse(model: LoadedModel, image: np.ndarray) -> Ellipse | None:
     """The skull ellipse the segmentation network finds (pixels), or None."""
-    prob = segment_images(model.net, [image], model.input_size, "cpu", flips=((),))[0]
-    try:
-        return measure_head(prob, 1.0, 1.0).ellipse_px
+    seg = segment_with_members(model.net, [image], model.input_size, "cpu", flips=((),))[0]
+    try:  # outlined as the pipeline outlines (on the network's grid), so training sees inference's ellipses
+        return measure_head_on_grid(seg.logits, 1.0, 1.0, seg.image_shape).ellipse_px
     except MeasurementError:
         return None
 

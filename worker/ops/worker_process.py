@@ -52,9 +52,11 @@ def _connect_worker_signals(settings: Settings, concurrency: int) -> None:
     def on_process_init(**_: Any) -> None:
         dispose_all(close=False)  # engines inherited through the fork are the parent's: never use or close them
         threads = settings.torch_threads or max(1, available_cpus() // max(concurrency, 1))
+        import cv2
         import torch
 
         torch.set_num_threads(threads)  # processes x threads <= cores: oversubscription is many times slower
+        cv2.setNumThreads(threads)  # OpenCV's pool too (the gate's smoothing); OpenVINO takes torch's count
 
     signals.setup_logging.connect(keep_our_logging, weak=False, dispatch_uid="fetalhc-logging")
     signals.worker_process_init.connect(on_process_init, weak=False, dispatch_uid="fetalhc-process-init")
