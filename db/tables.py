@@ -108,6 +108,9 @@ class Measurement(Base):
     __table_args__ = (
         UniqueConstraint("sop_instance_uid", "frame", "model_version", name="uq_measurement_instance_frame_model"),
         Index("ix_measurements_patient_date", "patient_id", "study_date"),
+        # The results queries' order (study date, then id) under a date range or a status (migration 0007).
+        Index("ix_measurements_study_date", "study_date", "id"),
+        Index("ix_measurements_status_date", "status", "study_date", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -24,6 +24,7 @@ from db import (
     dispose_all,
     get_engine,
     head_revision,
+    query_measurements,
     session_scope,
     upgrade,
     upsert_measurement,
@@ -65,7 +66,7 @@ def _legacy_database(url: str) -> None:
 
 
 def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
-    assert BASELINE == "0001" and head_revision() == "0006"
+    assert BASELINE == "0001" and head_revision() == "0007"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
@@ -320,13 +321,41 @@ def test_0006_adds_the_sonographer_columns_keeps_rows_and_downgrades(empty_url: 
                           "created_at, updated_at) VALUES ('1.2.15', 1, 'v1', 'measured', 171.5, "
                           "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
     dispose_all()
-    assert upgrade(empty_url) == "0006"
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0006")
     with session_scope(empty_url) as s:
         assert s.execute(select(Measurement.hc_mm, Measurement.sonographer_hc_mm, Measurement.hc_diff_mm,
                                 Measurement.fetus_count)).all() == [(171.5, None, None, None)]
+    assert upgrade(empty_url) == "0007"
     assert schema_differences(get_engine(empty_url)) == []
     dispose_all()
     with get_engine(empty_url).begin() as conn:
         command.downgrade(alembic_config(conn), "0005")
     columns = {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
     assert {"sonographer_hc_mm", "hc_diff_mm", "fetus_count"}.isdisjoint(columns) and "hc_mm" in columns
+
+
+def test_0007_indexes_the_results_order_and_downgrades(empty_url: str) -> None:
+    """From 0006 with rows: the (study_date, id) and (status, study_date, id) indexes appear; 0006 drops them."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0006")
+        conn.execute(text("INSERT INTO measurements (sop_instance_uid, frame, model_version, status, study_date, "
+                          "created_at, updated_at) VALUES ('1.2.16', 1, 'v1', 'needs_review', '2026-01-02', "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    dispose_all()
+    assert upgrade(empty_url) == "0007"
+    indexes = {i["name"]: i["column_names"] for i in inspect(get_engine(empty_url)).get_indexes("measurements")}
+    assert indexes["ix_measurements_study_date"] == ["study_date", "id"]
+    assert indexes["ix_measurements_status_date"] == ["status", "study_date", "id"]
+    assert schema_differences(get_engine(empty_url)) == []
+    with session_scope(empty_url) as s:
+        assert [m.sop_instance_uid for m in query_measurements(s, status="needs_review", limit=100)] == ["1.2.16"]
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.downgrade(alembic_config(conn), "0006")
+    names = {i["name"] for i in inspect(get_engine(empty_url)).get_indexes("measurements")}
+    assert {"ix_measurements_study_date", "ix_measurements_status_date"}.isdisjoint(names)
