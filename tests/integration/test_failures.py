@@ -152,9 +152,11 @@ def test_kill_9_mid_batch_then_new_worker_gives_one_row_per_scan(
     with session_scope(pg_url) as s:
         attempts = {j.id: j.attempts for j in s.scalars(select(Job))}
     assert all(attempts[j] == 2 for j in interrupted)  # killed once, then run by the new worker
-    assert max(attempts.values()) <= 2
-    # The sweeper sent the interrupted job again; it did not re-send the 40-odd jobs waiting in the queue.
-    assert 1 <= _requeued(second.log()) <= 5
+    # The sweeper sent the interrupted jobs again, not the 40-odd jobs waiting in the queue: those ran once.
+    assert all(n == 1 for j, n in attempts.items() if j not in interrupted), attempts
+    # The attempts are the record that counts: under a loaded CI run the interrupted jobs were once sent
+    # again and run with no sweeper line found in the worker's log (a file its processes all write to).
+    assert _requeued(second.log()) <= 5
 
 
 def test_kill_9_of_a_pool_process_puts_its_scan_back_at_once(
