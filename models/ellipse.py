@@ -160,6 +160,15 @@ class _Frame:
         x, y = centred[:, 0] / scale, centred[:, 1] / scale
         return cls(mean, scale, np.stack([x * x, x * y, y * y, x, y, np.ones_like(x)], axis=1))
 
+    def sampson(self, conic_n: np.ndarray) -> np.ndarray:
+        """Sampson distance of each point to a conic fitted in this frame, in this frame's units."""
+        A, B, C, D, E, _ = conic_n
+        x, y = self.design[:, 3], self.design[:, 4]
+        f = self.design @ conic_n
+        gx = 2 * A * x + B * y + D
+        gy = B * x + 2 * C * y + E
+        return np.abs(f) / np.maximum(np.hypot(gx, gy), 1e-12)
+
     def ellipse(self, conic_n: np.ndarray) -> Ellipse:
         """The ellipse of a conic fitted in this frame, in the points' own frame."""
         A, B, C, D, E, F = conic_n
@@ -194,23 +203,31 @@ def fit_ellipse_robust(xy: np.ndarray, iterations: int = 3, k: float = 3.0) -> t
     """Fit, then refit without outliers (distance > k * 1.4826 * MAD), a few times.
 
     Returns the ellipse and the fraction of points kept as inliers. Refits reuse the first fit's frame
-    and design matrix (only the 6 x 6 scatter of the points kept is formed again).
+    and design matrix (only the 6 x 6 scatter of the points kept is formed again); distances are taken in
+    that frame (Sampson distance scales with it, so the points kept are the same).
     """
     xy = np.asarray(xy, dtype=float)
     if xy.ndim != 2 or xy.shape[0] < 6:
         raise MeasurementError("too few boundary points to fit an ellipse", reason="ellipse_fit")
     frame = _Frame.of(xy)
     keep = np.ones(len(xy), dtype=bool)
-    ellipse = frame.ellipse(_fit_scatter(frame.design.T @ frame.design))
+    conic = _fit_scatter(frame.design.T @ frame.design)
     for _ in range(iterations):
-        dist = ellipse.distance(xy)
+        _check_ellipse(conic)
+        dist = frame.sampson(conic)
         median = float(np.median(dist))
         mad = float(np.median(np.abs(dist - median))) * 1.4826
-        limit = max(k * mad + median, 1e-9)
+        limit = max(k * mad + median, 1e-9 / frame.scale)
         new_keep = dist <= limit
         if new_keep.sum() < max(6, 0.5 * len(xy)) or np.array_equal(new_keep, keep):
             break
         keep = new_keep
         kept = frame.design[keep]
-        ellipse = frame.ellipse(_fit_scatter(kept.T @ kept))
-    return ellipse, float(keep.mean())
+        conic = _fit_scatter(kept.T @ kept)
+    return frame.ellipse(conic), float(keep.mean())
+
+
+def _check_ellipse(conic: np.ndarray) -> None:
+    """Raise as ``ellipse_from_conic`` does when the conic is not an ellipse (4AC - B^2 <= 0)."""
+    if 4 * conic[0] * conic[2] - conic[1] ** 2 <= 0:
+        raise MeasurementError("the fitted conic is not an ellipse", reason="ellipse_fit")
