@@ -177,6 +177,8 @@ def bench_backends(settings: Settings, n: int = 16, backends: Sequence[str] = DE
     model = cached_model(settings.weights, str(device))
     sizes = sorted({1, *batch_sizes})
     out = []
+    # Timed first, before any exported model is loaded: once OpenVINO has run in a process, torch's forward pass
+    # there is up to 1.5 x slower, which would flatter every ratio below.
     yardstick = {r.batch_size: r.seconds_per_image
                  for r in bench_forward(model, ["torch"], sizes, repeats=repeats, device=device, cache_dir=cache_dir)}
     with tempfile.TemporaryDirectory() as tmp:
