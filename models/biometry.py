@@ -56,15 +56,13 @@ def largest_component(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def boundary_points(prob: np.ndarray, level: float = 0.5, field: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def boundary_points(field: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel boundary (x, y) of the largest side-connected component of ``field > level``, and that mask.
 
     Side-connected (4-connected), as marching squares outlines the pixels above the level by default.
-
-    ``field`` defaults to ``prob``; ``measure_head_on_grid`` passes the logits (level 0) so that the
-    contour's linear interpolation between samples follows the bilinear logit field exactly.
+    ``field``: a probability map (level 0.5), or logits (level 0: ``measure_head_on_grid``, so that the
+    linear interpolation between samples follows the bilinear logit field exactly).
     """
-    field = prob if field is None else field
     mask = largest_component(field > level, connectivity=4)
     if mask.sum() < 20:
         raise MeasurementError("no fetal head was found in the image", reason="no_head_found")
@@ -99,10 +97,9 @@ def outline_points(field: np.ndarray, component: np.ndarray, level: float) -> tu
     """
     if not component.any():
         return np.zeros(0), np.zeros(0)
-    piece = component
     # Holes filled: everything but the background reached from the border (8-connected, as marching squares'
     # low side), which the component never touches.
-    background = (~piece).astype(np.uint8)
+    background = (~component).astype(np.uint8)
     cv2.floodFill(background, None, (0, 0), 2, flags=8)
     solid = background != 2
     rows, cols = [], []
@@ -154,17 +151,25 @@ def measure_head_on_grid(logits: np.ndarray, spacing_mm_x: float, spacing_mm_y: 
     xy_grid, mask = boundary_points(logits, 0.0)
     prob = np.zeros_like(logits)  # the probability where the confidence is read: inside the component
     prob[mask] = 1.0 / (1.0 + np.exp(-np.clip(logits[mask], -60.0, 60.0)))
-    scale = (image_shape[1] / logits.shape[1], image_shape[0] / logits.shape[0])
-    xy_px = (xy_grid + 0.5) * np.array(scale) - 0.5
-    return _biometry(xy_px, prob, mask, image_shape, scale, spacing_mm_x, spacing_mm_y)
+    scale = _grid_scale(logits.shape, image_shape)
+    return _biometry(_to_image(xy_grid, scale), prob, mask, image_shape, scale, spacing_mm_x, spacing_mm_y)
 
 
 def hc_on_grid(logits: np.ndarray, spacing_mm_x: float, spacing_mm_y: float, image_shape: tuple[int, int]) -> float:
     """The HC (mm) ``measure_head_on_grid`` would give, without its quality score and flags (a flip's agreement)."""
     xy_grid, _ = boundary_points(logits, 0.0)
-    scale = np.array([image_shape[1] / logits.shape[1], image_shape[0] / logits.shape[0]])
-    xy_mm = ((xy_grid + 0.5) * scale - 0.5) * np.array([spacing_mm_x, spacing_mm_y])
-    return fit_ellipse_robust(xy_mm)[0].perimeter
+    xy_px = _to_image(xy_grid, _grid_scale(logits.shape, image_shape))
+    return fit_ellipse_robust(xy_px * np.array([spacing_mm_x, spacing_mm_y]))[0].perimeter
+
+
+def _grid_scale(grid_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> tuple[float, float]:
+    """Image pixels per grid sample, (x, y)."""
+    return image_shape[1] / grid_shape[1], image_shape[0] / grid_shape[0]
+
+
+def _to_image(xy_grid: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Grid (x, y) points in image pixels (sample centres aligned as by resizing without corner alignment)."""
+    return (xy_grid + 0.5) * np.array(scale) - 0.5
 
 
 def _biometry(xy_px: np.ndarray, prob: np.ndarray, mask: np.ndarray, image_shape: tuple[int, ...],
@@ -210,10 +215,11 @@ def _to_grid(e: Ellipse, scale: tuple[float, float]) -> Ellipse:
 def _iou(e: Ellipse, mask: np.ndarray) -> float:
     """Intersection over union of the ellipse (pixel centres inside it) and ``mask``, computed in their bounding box."""
     reach = e.a + 2
-    r0 = max(int(min(e.cy - reach, np.flatnonzero(mask.any(axis=1))[0])), 0)
-    r1 = min(int(max(e.cy + reach, np.flatnonzero(mask.any(axis=1))[-1] + 1)) + 1, mask.shape[0])
-    c0 = max(int(min(e.cx - reach, np.flatnonzero(mask.any(axis=0))[0])), 0)
-    c1 = min(int(max(e.cx + reach, np.flatnonzero(mask.any(axis=0))[-1] + 1)) + 1, mask.shape[1])
+    mr0, mr1, mc0, mc1 = _bounds(mask, 0, mask.shape)
+    r0 = max(int(min(e.cy - reach, mr0)), 0)
+    r1 = min(int(max(e.cy + reach, mr1)) + 1, mask.shape[0])
+    c0 = max(int(min(e.cx - reach, mc0)), 0)
+    c1 = min(int(max(e.cx + reach, mc1)) + 1, mask.shape[1])
     if r1 <= r0 or c1 <= c0:
         return 0.0
     shifted = Ellipse(e.cx - c0, e.cy - r0, e.a, e.b, e.angle)

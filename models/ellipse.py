@@ -74,15 +74,6 @@ class Ellipse:
         y = self.cy + self.a * np.cos(t) * s + self.b * np.sin(t) * c
         return np.stack([x, y], axis=1)
 
-    def distance(self, xy: np.ndarray) -> np.ndarray:
-        """Approximate geometric distance of points (n, 2) to the ellipse (Sampson distance)."""
-        A, B, C, D, E, F = self.conic()
-        x, y = xy[:, 0], xy[:, 1]
-        f = A * x * x + B * x * y + C * y * y + D * x + E * y + F
-        gx = 2 * A * x + B * y + D
-        gy = B * x + 2 * C * y + E
-        return np.abs(f) / np.maximum(np.hypot(gx, gy), 1e-12)
-
     def filled_mask(self, shape: tuple[int, int]) -> np.ndarray:
         """Boolean mask (rows, cols) of pixel centres inside the ellipse (pixel frame)."""
         rows, cols = np.ogrid[: shape[0], : shape[1]]
@@ -136,9 +127,6 @@ def fit_ellipse(xy: np.ndarray) -> Ellipse:
     Raises:
         MeasurementError: too few points or no ellipse fits them.
     """
-    xy = np.asarray(xy, dtype=float)
-    if xy.ndim != 2 or xy.shape[0] < 6:
-        raise MeasurementError("too few boundary points to fit an ellipse", reason="ellipse_fit")
     frame = _Frame.of(xy)
     return frame.ellipse(_fit_scatter(frame.design.T @ frame.design))
 
@@ -154,6 +142,10 @@ class _Frame:
 
     @classmethod
     def of(cls, xy: np.ndarray) -> _Frame:
+        """The frame of (n, 2) points (x, y), n >= 6; ``MeasurementError`` for fewer."""
+        xy = np.asarray(xy, dtype=float)
+        if xy.ndim != 2 or xy.shape[0] < 6:
+            raise MeasurementError("too few boundary points to fit an ellipse", reason="ellipse_fit")
         mean = xy.mean(axis=0)
         centred = xy - mean
         scale = float(np.sqrt((centred**2).sum(axis=1).mean())) or 1.0
@@ -206,11 +198,8 @@ def fit_ellipse_robust(xy: np.ndarray, iterations: int = 3, k: float = 3.0) -> t
     and design matrix (only the 6 x 6 scatter of the points kept is formed again); distances are taken in
     that frame (Sampson distance scales with it, so the points kept are the same).
     """
-    xy = np.asarray(xy, dtype=float)
-    if xy.ndim != 2 or xy.shape[0] < 6:
-        raise MeasurementError("too few boundary points to fit an ellipse", reason="ellipse_fit")
     frame = _Frame.of(xy)
-    keep = np.ones(len(xy), dtype=bool)
+    keep = np.ones(len(frame.design), dtype=bool)
     conic = _fit_scatter(frame.design.T @ frame.design)
     for _ in range(iterations):
         _check_ellipse(conic)
@@ -219,7 +208,7 @@ def fit_ellipse_robust(xy: np.ndarray, iterations: int = 3, k: float = 3.0) -> t
         mad = float(np.median(np.abs(dist - median))) * 1.4826
         limit = max(k * mad + median, 1e-9 / frame.scale)
         new_keep = dist <= limit
-        if new_keep.sum() < max(6, 0.5 * len(xy)) or np.array_equal(new_keep, keep):
+        if new_keep.sum() < max(6, 0.5 * len(keep)) or np.array_equal(new_keep, keep):
             break
         keep = new_keep
         kept = frame.design[keep]

@@ -21,8 +21,8 @@ from pathlib import Path
 from models.backends import Backend, forward_of, resolve_backend
 from models.errors import WeightsError
 from models.plane_gate_io import read_gate
-from models.weights import file_sha256
 from models.plane_verdict import HeadPlaneGate, PlaneVerdict
+from models.weights import file_sha256
 
 SHIPPED_GATE = Path(__file__).parent / "weights" / "head_plane_gate.pt"
 

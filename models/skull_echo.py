@@ -50,7 +50,7 @@ def _sample_points(e: Ellipse) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     c, s = math.cos(e.angle), math.sin(e.angle)
     u, v = RHO[None, :] * e.a * np.cos(t), RHO[None, :] * e.b * np.sin(t)
     line_u = np.linspace(-0.6, 0.6, 49)[None, :] * e.a
-    line_v = np.array([0.0, 0.25, -0.25])[:, None] * e.b + 0 * line_u
+    line_v = np.array([0.0, 0.25, -0.25])[:, None] * e.b  # broadcast against line_u: (3, 49)
     return (e.cx + u * c - v * s, e.cy + u * s + v * c, e.cx + line_u * c - line_v * s, e.cy + line_u * s + line_v * c)
 
 

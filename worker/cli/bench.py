@@ -85,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each forward pass [5]")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="overrides FETALHC_DEVICE (cuda fails clearly without a CUDA device)")
-    p.add_argument("--amp", action="store_true", help="torch under bf16 autocast (GPU figures)")
+    p.add_argument("--amp", action="store_true",
+                   help="every backend in bf16 (torch under autocast: GPU figures; OpenVINO bf16; ONNX Runtime refuses)")
     p.add_argument("--profile", action="store_true",
                    help="where a scan's time goes: the pipeline's stages and top functions under cProfile "
                         "(FETALHC_BACKEND / FETALHC_PRECISION as set)")

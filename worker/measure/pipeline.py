@@ -172,17 +172,8 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
                 item.error = result if isinstance(result, FetalHCError) else MeasurementError(
                     f"measurement failed: {type(result).__name__}: {result}", reason="measurement_error")
 
-    batch: list[tuple[WorkItem, Scan]] = []
     try:
-        for pair in _scans(items, ctx.settings.max_frames):
-            batch.append(pair)
-            if len(batch) >= ctx.settings.batch_size:
-                started = start(batch)
-                batch = []
-                if pending is not None:
-                    finish(*pending)
-                pending = started
-        if batch:
+        for batch in _batches(_scans(items, ctx.settings.max_frames), ctx.settings.batch_size):
             started = start(batch)
             if pending is not None:
                 finish(*pending)
@@ -197,6 +188,18 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
         if item.best is not None:
             item.error = None
             item.refused = None
+
+
+def _batches(pairs: Iterator[tuple[WorkItem, Scan]], size: int) -> Iterator[list[tuple[WorkItem, Scan]]]:
+    """The frames in lists of ``size`` (the last one shorter), read as they are asked for."""
+    batch: list[tuple[WorkItem, Scan]] = []
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _overlaps(ctx: PipelineContext) -> bool:

@@ -22,7 +22,7 @@ from db import Measurement, query_measurements, session_scope, upgrade
 from dicom_io import DicomError, iter_scans, read_scan
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
-from models.backend_bench import DEFAULT_BACKENDS, bench_forward
+from models.backend_bench import DEFAULT_BACKENDS, bench_forward, split_spec
 from models.biometry import Biometry
 from models.network import pick_device
 from models.segment import measure_images
@@ -193,7 +193,7 @@ def bench_backends(settings: Settings, n: int = 16, backends: Sequence[str] = DE
                 entry["error"] = errors[0]
                 out.append(entry)
                 continue
-            name = spec.partition(":")[0]
+            name = split_spec(spec)[0]
             precision = mine[0].precision
             ctx = load_context(settings.replace(backend=name, precision=precision, batch_size=1))
             _pipeline_seconds(ctx, paths[:1])  # one-off costs (first call, gate) out of the timing
