@@ -35,7 +35,7 @@ class Device(StrEnum):
 
 
 class BackendName(StrEnum):
-    """The network's inference backend (``FETALHC_BACKEND``; models.backends.Backend)."""
+    """The network's inference backend (``FETALHC_BACKEND``; models.segmentation.backends.Backend)."""
 
     AUTO = "auto"  # OpenVINO on CPU when installed, else ONNX Runtime when installed, else torch; torch on CUDA
     TORCH = "torch"
@@ -44,7 +44,7 @@ class BackendName(StrEnum):
 
 
 class PrecisionName(StrEnum):
-    """The network's arithmetic (``FETALHC_PRECISION``; models.backends.Precision)."""
+    """The network's arithmetic (``FETALHC_PRECISION``; models.segmentation.backends.Precision)."""
 
     AUTO = "auto"  # bf16 for OpenVINO on a CPU with native bfloat16 (AMX / AVX512-BF16), else f32
     F32 = "f32"  # float32: the torch network's HC within 0.005 mm on the HC18 validation split
@@ -103,8 +103,10 @@ class Settings(BaseSettings):
     unchanged), ``BACKFILL_MAX_IN_FLIGHT`` (backfill jobs received/queued/running at once).
     Hostile or broken input: ``MAX_SCAN_MB`` (1024: the most memory decoding one scan may hold at once,
     from its declared size; more is failed as ``over_memory_budget``), ``MAX_INSTANCE_MB`` (2048: the
-    largest instance the listener receives; a bigger one is aborted), ``MAX_ASSOCIATIONS`` (64 at once),
-    ``DICOM_TIMEOUT`` (30 s: ACSE, DIMSE and network idle timeout, so silent peers are dropped),
+    largest instance taken in by any path; a bigger one is aborted or refused, and no PDU may be longer),
+    ``MAX_ASSOCIATIONS`` (64 at once), ``MAX_ASSOCIATIONS_PER_ADDRESS`` (8 connections one client address may
+    hold open, those still sending their request included), ``ASSOCIATE_TIMEOUT`` (10 s: the whole A-ASSOCIATE-RQ
+    must arrive within it), ``DICOM_TIMEOUT`` (30 s: ACSE, DIMSE and network idle timeout, so silent peers are dropped),
     ``ALLOWED_CALLERS`` (unset: anyone; else a comma-separated list of calling AE titles and/or client
     networks in CIDR notation, ``SCANNER1,10.2.0.0/16``; an association must match an AE title when
     any is listed and a network when any is listed, else it is rejected).
@@ -149,6 +151,8 @@ class Settings(BaseSettings):
     max_scan_mb: float = _env("MAX_SCAN_MB", 1024.0)
     max_instance_mb: float = _env("MAX_INSTANCE_MB", 2048.0)
     max_associations: int = _env("MAX_ASSOCIATIONS", 64)
+    max_associations_per_address: int = _env("MAX_ASSOCIATIONS_PER_ADDRESS", 8)
+    associate_timeout_s: float = _env("ASSOCIATE_TIMEOUT", 10.0)
     dicom_timeout_s: float = _env("DICOM_TIMEOUT", 30.0)
     allowed_callers: str = _env("ALLOWED_CALLERS", "")
     backfill_max_in_flight: int = _env("BACKFILL_MAX_IN_FLIGHT", 32)
@@ -212,8 +216,10 @@ class Settings(BaseSettings):
                              "(unset: the gate's own threshold)")
         if not (self.max_scan_mb > 0 and self.max_instance_mb > 0 and self.dicom_timeout_s > 0):  # refuses nan too
             raise ValueError("FETALHC_MAX_SCAN_MB, FETALHC_MAX_INSTANCE_MB and FETALHC_DICOM_TIMEOUT must be above 0")
-        if self.max_associations < 1:
-            raise ValueError("FETALHC_MAX_ASSOCIATIONS must be at least 1")
+        if self.max_associations < 1 or self.max_associations_per_address < 1:
+            raise ValueError("FETALHC_MAX_ASSOCIATIONS and FETALHC_MAX_ASSOCIATIONS_PER_ADDRESS must be at least 1")
+        if not self.associate_timeout_s > 0:  # refuses nan too
+            raise ValueError("FETALHC_ASSOCIATE_TIMEOUT must be above 0")
         if self.allowed_callers:  # FETALHC_ALLOWED_CALLERS: checked now, not at the first association
             parse_allowed_callers(self.allowed_callers)
         if not 0 < len(self.ae_title) <= 16:

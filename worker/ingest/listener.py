@@ -10,13 +10,17 @@ chunked receive), never held in memory, and an association is aborted once an in
 ``FETALHC_MAX_INSTANCE_MB``; a data set whose own SOP Class or Instance UID is not the one its
 C-STORE request announced is refused (so one instance can never overwrite another's spool file);
 ``FETALHC_ALLOWED_CALLERS`` rejects other calling AE titles and networks with an A-ASSOCIATE-RJ;
-peers that send nothing are dropped after ``FETALHC_DICOM_TIMEOUT`` seconds, and
-``FETALHC_MAX_ASSOCIATIONS`` of them would be needed to hold every slot.
+peers that send nothing are dropped after ``FETALHC_DICOM_TIMEOUT`` seconds. Before a caller is known
+(``worker.ingest.peer_guard``): its whole A-ASSOCIATE-RQ must arrive within ``FETALHC_ASSOCIATE_TIMEOUT``
+seconds and be at most 64 KB, one address holds at most ``FETALHC_MAX_ASSOCIATIONS_PER_ADDRESS``
+connections, and no PDU may be longer than ``FETALHC_MAX_INSTANCE_MB`` (16 MB at most): its length is
+checked from its header, before the body is read.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,6 @@ from pynetdicom import (
     evt,
 )
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_io.errors import DicomError
@@ -39,6 +42,7 @@ from dicom_io.reader import read_dataset, read_sop_identity
 from worker.core.peers import AllowedCallers, parse_allowed_callers
 from worker.core.settings import Settings
 from worker.ingest.intake import INTAKE_SOP_CLASSES, accept_instance, is_intake_class
+from worker.ingest.peer_guard import GuardedServer, PeerLimits, start_guarded_server
 from worker.ingest.spool import is_valid_uid, received_file
 from worker.queue.celery_app import LIVE_QUEUE
 
@@ -234,7 +238,8 @@ def make_ae(settings: Settings, ae_title: str | None = None) -> AE:
     # Silent or stalled peers are dropped after DICOM_TIMEOUT (waiting for the A-ASSOCIATE-RQ, a DIMSE
     # message, or any data), and a few of them cannot hold every association slot.
     ae.maximum_associations = settings.max_associations
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.dicom_timeout_s
+    ae.dimse_timeout = ae.network_timeout = settings.dicom_timeout_s
+    ae.acse_timeout = min(settings.dicom_timeout_s, settings.associate_timeout_s)  # waiting for the A-ASSOCIATE-RQ
     ae.add_supported_context(Verification)
     # Scanners send JPEG (baseline, lossless), JPEG-LS, JPEG 2000, RLE: all transfer syntaxes.
     for uid in sorted(INTAKE_SOP_CLASSES):
@@ -247,7 +252,7 @@ def make_ae(settings: Settings, ae_title: str | None = None) -> AE:
 
 
 def start_listener(settings: Settings, host: str | None = None, port: int | None = None,
-                   ae_title: str | None = None, block: bool = False) -> ThreadedAssociationServer | None:
+                   ae_title: str | None = None, block: bool = False) -> GuardedServer | None:
     """Start the storage SCP on ``host:port`` (defaults from settings).
 
     Returns the running server (call ``.shutdown()``) when ``block`` is False; otherwise serves
@@ -264,4 +269,13 @@ def start_listener(settings: Settings, host: str | None = None, port: int | None
     ae = make_ae(settings, ae_title)
     log.info("listening as %s on %s:%s (other SOP classes: %s)", ae.ae_title, address[0], address[1],
              settings.accept_other)
-    return ae.start_server(address, block=block, evt_handlers=handlers(settings))
+    server = start_guarded_server(ae, address, handlers(settings), PeerLimits.from_settings(settings))
+    if not block:
+        return server
+    try:
+        threading.Event().wait()  # until interrupted (SIGINT; the CLI turns SIGTERM into it)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return None
