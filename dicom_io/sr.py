@@ -206,7 +206,8 @@ def _code(name: hd.sr.CodedConcept, value: hd.sr.CodedConcept) -> hd.sr.CodeCont
 
 
 def _flag_code(flag: str) -> hd.sr.CodedConcept:
-    """The local code of a review flag (models.biometry, models.segment); CodeValue is SH, 16 characters."""
+    """The local code of a review flag (models.geometry.biometry, models.segmentation.segment); CodeValue is SH,
+    16 characters."""
     value, meaning = FLAG_CODES.get(flag, (flag.upper()[:16], flag.replace("_", " ").capitalize()))
     return hd.sr.CodedConcept(value, PRIVATE_SCHEME, meaning)
 

@@ -66,14 +66,15 @@ def _legacy_database(url: str) -> None:
 
 
 def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
-    assert BASELINE == "0001" and head_revision() == "0007"
+    assert BASELINE == "0001" and head_revision() == "0008"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
     assert current_revision(empty_url) is None
     assert upgrade(empty_url) == head_revision()
     assert current_revision(empty_url) == head_revision()
-    assert _tables(empty_url) == {"jobs", "measurements", "ob_reports", "ob_report_fetuses", "alembic_version"}
+    assert _tables(empty_url) == {"jobs", "measurements", "ob_reports", "ob_report_fetuses", "reviews",
+                                  "alembic_version"}
     inspector = inspect(get_engine(empty_url))
     assert {i["name"] for i in inspector.get_indexes("measurements")} >= {
         "ix_measurements_patient_date", "ix_measurements_status", "ix_measurements_study_instance_uid"}
@@ -326,7 +327,7 @@ def test_0006_adds_the_sonographer_columns_keeps_rows_and_downgrades(empty_url: 
     with session_scope(empty_url) as s:
         assert s.execute(select(Measurement.hc_mm, Measurement.sonographer_hc_mm, Measurement.hc_diff_mm,
                                 Measurement.fetus_count)).all() == [(171.5, None, None, None)]
-    assert upgrade(empty_url) == "0007"
+    assert upgrade(empty_url) == head_revision()
     assert schema_differences(get_engine(empty_url)) == []
     dispose_all()
     with get_engine(empty_url).begin() as conn:
@@ -347,7 +348,8 @@ def test_0007_indexes_the_results_order_and_downgrades(empty_url: str) -> None:
                           "created_at, updated_at) VALUES ('1.2.16', 1, 'v1', 'needs_review', '2026-01-02', "
                           "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
     dispose_all()
-    assert upgrade(empty_url) == "0007"
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0007")
     indexes = {i["name"]: i["column_names"] for i in inspect(get_engine(empty_url)).get_indexes("measurements")}
     assert indexes["ix_measurements_study_date"] == ["study_date", "id"]
     assert indexes["ix_measurements_status_date"] == ["status", "study_date", "id"]
@@ -359,3 +361,54 @@ def test_0007_indexes_the_results_order_and_downgrades(empty_url: str) -> None:
         command.downgrade(alembic_config(conn), "0006")
     names = {i["name"] for i in inspect(get_engine(empty_url)).get_indexes("measurements")}
     assert {"ix_measurements_study_date", "ix_measurements_status_date"}.isdisjoint(names)
+
+
+def test_0008_adds_reviews_keeps_rows_and_downgrades(empty_url: str) -> None:
+    """From 0007 with a needs_review row: ``reviews`` appears and the row's review columns read NULL (nobody
+    reviewed it); two decisions are both kept, the row carries the latest and its model values stay; 0007 again
+    drops the table and the columns and keeps the row."""
+    from alembic import command
+
+    from db import ReviewDecision, effective_values, record_review, reviews_of
+    from db.migrate import alembic_config
+
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0007")
+        conn.execute(text("INSERT INTO measurements (sop_instance_uid, frame, model_version, status, hc_mm, "
+                          "bpd_mm, ofd_mm, created_at, updated_at) VALUES ('1.2.17', 1, 'v1', 'needs_review', "
+                          "171.5, 45.0, 60.0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    assert "reviews" not in _tables(empty_url)
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0008")
+    assert current_revision(empty_url) == "0008"
+    assert schema_differences(get_engine(empty_url)) == []
+    inspector = inspect(get_engine(empty_url))
+    assert [(f["referred_table"], f["constrained_columns"], f["options"].get("ondelete"))
+            for f in inspector.get_foreign_keys("reviews")] == [("measurements", ["measurement_id"], "SET NULL")]
+    assert {i["name"] for i in inspector.get_indexes("reviews")} >= {"ix_reviews_measurement", "ix_reviews_decided_at"}
+    with session_scope(empty_url) as s:
+        row = s.scalars(select(Measurement)).one()
+        assert (row.review_decision, row.reviewed_by, row.reviewed_hc_mm) == (None, None, None)
+        assert effective_values(row)["effective_hc_mm"] == 171.5 and not effective_values(row)["confirmed"]
+        record_review(s, row, "alice", ReviewDecision.ACCEPTED, {"hc_mm": 171.5, "bpd_mm": 45.0, "ofd_mm": 60.0})
+        record_review(s, row, "bob", ReviewDecision.CORRECTED, {"hc_mm": 180.25, "note": "skull edge outside"})
+    with session_scope(empty_url) as s:
+        row = s.scalars(select(Measurement)).one()
+        assert (row.hc_mm, row.status) == (171.5, "needs_review")  # the model's own values stay
+        assert (row.review_decision, row.reviewed_by, row.reviewed_hc_mm) == ("corrected", "bob", 180.25)
+        assert row.reviewed_at is not None and row.reviewed_at.tzinfo is not None or empty_url.startswith("sqlite")
+        assert [(r.reviewer, r.decision, r.sop_instance_uid) for r in reviews_of(s, row)] == [
+            ("alice", "accepted", "1.2.17"), ("bob", "corrected", "1.2.17")]
+        assert effective_values(row)["effective_hc_mm"] == 180.25 and effective_values(row)["confirmed"]
+    with get_engine(empty_url).connect() as conn, pytest.raises(Exception, match="(?i)check"):
+        conn.execute(text("INSERT INTO reviews (sop_instance_uid, frame, model_version, reviewer, decided_at, "
+                          "decision) VALUES ('1.2.17', 1, 'v1', 'eve', CURRENT_TIMESTAMP, 'maybe')"))
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.downgrade(alembic_config(conn), "0007")
+    assert "reviews" not in _tables(empty_url)
+    columns = {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
+    assert {"review_decision", "reviewed_by", "reviewed_at", "reviewed_hc_mm"}.isdisjoint(columns)
+    with get_engine(empty_url).connect() as conn:
+        assert conn.execute(text("SELECT sop_instance_uid, hc_mm FROM measurements")).all() == [("1.2.17", 171.5)]

@@ -14,7 +14,7 @@ from pydicom.sequence import Sequence
 from dicom_io import CalibrationError, UnsupportedImageError, build_us_dataset, iter_scans, read_scan
 from dicom_io.calibration import resolve_calibration, resolve_calibrations, survey_regions
 from dicom_io.writer import ultrasound_region
-from models.biometry import measure_head
+from models.geometry.biometry import measure_head
 from us_files import grey_image
 
 Writer = Callable[..., Path]

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from dicom_io.phantom import make_phantom
-from models.ellipse import Ellipse
+from models.geometry.ellipse import Ellipse
 
 SPACING_MM = 0.15
 

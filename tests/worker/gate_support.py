@@ -11,8 +11,8 @@ import pytest
 
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import ScanIdentity, write_us_image
-from models.ellipse import Ellipse
-from models.head_plane import HeadPlaneGate, PlaneVerdict
+from models.geometry.ellipse import Ellipse
+from models.plane.head_plane import HeadPlaneGate, PlaneVerdict
 
 HEAD_SHAPE = (200, 300)
 OTHER_SHAPE = (210, 310)  # the "other anatomy" of these tests: the gate below refuses this shape

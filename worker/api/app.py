@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db import SchemaError, upgrade
 from models.errors import WeightsError
-from models.weights import SHIPPED_WEIGHTS, LoadedModel
+from models.segmentation.weights import SHIPPED_WEIGHTS, LoadedModel
 from worker.api.messages import ApiError
 from worker.core.cpus import available_cpus
 from worker.core.settings import Settings
@@ -47,7 +47,7 @@ class ApiApp:
     @property
     def gate_path(self) -> Path | None:
         """The head-plane gate file measuring needs (None: ``FETALHC_HEAD_PLANE_GATE=off``)."""
-        from models.head_plane import SHIPPED_GATE
+        from models.plane.head_plane import SHIPPED_GATE
 
         gate = self.settings.head_plane_gate
         return None if gate == "off" else (SHIPPED_GATE if gate == "on" else Path(gate))

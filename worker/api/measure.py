@@ -23,7 +23,7 @@ log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI s
 
 def _overlay_data_url(item: WorkItem, row: MeasurementRow) -> str | None:
     """The measured frame with the fitted ellipse (or the image alone when no head was measured or it is no head)."""
-    from models.evaluate.plots import overlay_png
+    from models.geometry.overlay import overlay_png
 
     if item.best is not None:
         scan, bio = item.best

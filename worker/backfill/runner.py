@@ -98,7 +98,7 @@ def weights_path(settings: Settings) -> Path:
         return Path(settings.weights)
     spec = importlib.util.find_spec("models")
     assert spec is not None and spec.submodule_search_locations
-    # Mirrors models.weights.SHIPPED_WEIGHTS (importing that module would import torch).
+    # Mirrors models.segmentation.weights.SHIPPED_WEIGHTS (importing that module would import torch).
     return Path(list(spec.submodule_search_locations)[0]) / "weights" / "hc18_unet.pt"
 
 

@@ -154,13 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_centile)
 
-    from models.train_config import build_parser as train_parser
+    from models.training.train_config import build_parser as train_parser
 
     p = sub.add_parser("train", help="train a segmentation model on an HC18 folder")
     train_parser(p)
     p.set_defaults(func=cmd_train)
 
-    from models.evaluate_config import build_parser as eval_parser
+    from models.evaluation.evaluate_config import build_parser as eval_parser
 
     p = sub.add_parser("eval", help="HC18 metrics, plots and submission CSV for a model")
     eval_parser(p)

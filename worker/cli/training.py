@@ -14,9 +14,9 @@ from worker.core.settings import get_settings
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a segmentation model (see models.train)."""
-    from models.train import train
-    from models.train_config import config_from_args
+    """Train a segmentation model (see models.training.train)."""
+    from models.training.train import train
+    from models.training.train_config import config_from_args
 
     best = train(config_from_args(args))
     _print_json(best)
@@ -24,18 +24,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a model on an HC18-layout folder (see models.evaluate)."""
-    from models.evaluate import run_from_args
+    """Evaluate a model on an HC18-layout folder (see models.evaluation)."""
+    from models.evaluation import run_from_args
 
     return run_from_args(args)
 
 
 def cmd_eval_gate(args: argparse.Namespace) -> int:
-    """Validate the head-plane gate on held-out images through the measuring path (see models.gate_eval)."""
-    from models.backends import make_forward
-    from models.gate_eval import evaluate_gate, format_report, held_out_items
-    from models.head_plane import load_gate
-    from models.weights import load_weights
+    """Validate the head-plane gate on held-out images through the measuring path (see models.evaluation.gate_eval)."""
+    from models.evaluation.gate_eval import evaluate_gate, format_report, held_out_items
+    from models.plane.head_plane import load_gate
+    from models.segmentation.backends import make_forward
+    from models.segmentation.weights import load_weights
 
     items = held_out_items(Path(args.data))
     if not any(i.source == "hc18" for i in items):

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.ellipse import Ellipse
 from models.errors import NotHeadPlane
-from models.head_plane import HeadPlaneGate, PlaneVerdict, load_gate
+from models.geometry.ellipse import Ellipse
+from models.plane.head_plane import HeadPlaneGate, PlaneVerdict, load_gate
 from worker.core.settings import Settings
 
 

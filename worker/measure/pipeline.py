@@ -30,13 +30,14 @@ from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
 from dicom_io.reader import open_scans, parse_date, read_dataset
-from models.backends import Backend, ForwardPass, cached_forward
-from models.biometry import Biometry
 from models.errors import FetalHCError, MeasurementError, NotHeadPlane
-from models.head_plane import HeadPlaneGate
-from models.network import pick_device
-from models.segment import SegmentedBatch, finish_batch, segment_batch
-from models.weights import LoadedModel, cached_model
+from models.geometry.biometry import Biometry
+from models.plane.gating import finish_gated
+from models.plane.head_plane import HeadPlaneGate
+from models.segmentation.backends import Backend, ForwardPass, cached_forward
+from models.segmentation.network import pick_device
+from models.segmentation.segment import SegmentedBatch, segment_batch
+from models.segmentation.weights import LoadedModel, cached_model
 from worker.core.settings import Settings
 from worker.measure.dating import ga_for_centile, growth_facts
 from worker.measure.gate import gate_for, refusal_detail
@@ -157,7 +158,7 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
         return batch, done, t0
 
     def finish(batch: list[tuple[WorkItem, Scan]], future: Future[SegmentedBatch], t0: float) -> None:
-        results = finish_batch(future.result(), gate=ctx.gate)
+        results = finish_gated(future.result(), ctx.gate)
         share = (time.perf_counter() - t0) * 1000 / len(batch)
         for (item, scan), result in zip(batch, results):
             item.infer_ms += share

@@ -22,11 +22,12 @@ from db import Measurement, query_measurements, session_scope, upgrade
 from dicom_io import DicomError, iter_scans, read_scan
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
-from models.backend_bench import DEFAULT_BACKENDS, bench_forward, split_spec
-from models.biometry import Biometry
-from models.network import pick_device
-from models.segment import measure_images
-from models.weights import cached_model
+from models.evaluation.backend_bench import DEFAULT_BACKENDS, bench_forward, split_spec
+from models.geometry.biometry import Biometry
+from models.plane.gating import measure_gated
+from models.segmentation.network import pick_device
+from models.segmentation.segment import measure_images
+from models.segmentation.weights import cached_model
 from worker.core.cpus import available_cpus
 from worker.core.settings import Settings
 from worker.measure.pipeline import WorkItem, load_context, measure_rows
@@ -65,13 +66,13 @@ def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> di
                 ctx.gate.verdicts([scan.pixels], [getattr(result, "ellipse_px", None)])
                 gate_s.append(time.perf_counter() - t0)
         batch = min(settings.batch_size, n)
-        measure_images(ctx.net, [s.pixels for s in scans[:batch]], [s.spacing_mm for s in scans[:batch]],
-                       ctx.model.input_size, ctx.device, gate=ctx.gate)  # a new batch size compiles once: untimed
+        measure_gated(ctx.net, [s.pixels for s in scans[:batch]], [s.spacing_mm for s in scans[:batch]],
+                      ctx.model.input_size, ctx.device, gate=ctx.gate)  # a new batch size compiles once: untimed
         t0 = time.perf_counter()
         for start in range(0, n, batch):
             chunk = scans[start : start + batch]
-            measure_images(ctx.net, [s.pixels for s in chunk], [s.spacing_mm for s in chunk],
-                           ctx.model.input_size, ctx.device, gate=ctx.gate)
+            measure_gated(ctx.net, [s.pixels for s in chunk], [s.spacing_mm for s in chunk],
+                          ctx.model.input_size, ctx.device, gate=ctx.gate)
         batched = (time.perf_counter() - t0) / n
     per_scan = [r + i + g for r, i, g in zip(read_s, infer_s, gate_s or [0.0] * n)]  # the gate included
     return {
@@ -163,7 +164,7 @@ def bench_backends(settings: Settings, n: int = 16, backends: Sequence[str] = DE
                    cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Per backend (``name[:precision]``) and batch size: the bare 3-flip forward pass and the whole pipeline.
 
-    The forward pass is ``models.backend_bench.bench_forward`` (random input at the model's size); the
+    The forward pass is ``models.evaluation.backend_bench.bench_forward`` (random input at the model's size); the
     pipeline is ``measure_rows`` on ``n`` written phantom DICOMs, one scan per call (``single``, median) and
     ``FETALHC_BATCH_SIZE`` = each batch size over all of them (``batched``, best of 2); the gate follows the
     settings. ``ratio_to_forward``: pipeline over the same backend's forward pass at the same batch size;
@@ -223,12 +224,12 @@ def bench_backends(settings: Settings, n: int = 16, backends: Sequence[str] = DE
 # The pipeline's stages for ``profile_pipeline``: (stage, module, function) as cProfile names them.
 PROFILE_STAGES: tuple[tuple[str, str, str], ...] = (
     ("read (decode, calibration)", "dicom_io/reader.py", "open_scans"),
-    ("prepare input (resize, normalise)", "models/preprocess.py", "prepare_input"),
-    ("forward pass (3 flips)", "models/segment.py", "predict_member_logits"),
-    ("measure the mean (contour, fit, quality)", "models/biometry.py", "measure_head_on_grid"),
-    ("measure each flip (contour, fit)", "models/biometry.py", "hc_on_grid"),
-    ("gate: whole-image CNN", "models/plane_net.py", "plane_logits"),
-    ("gate: skull-echo features", "models/skull_echo.py", "skull_features"),
+    ("prepare input (resize, normalise)", "models/segmentation/preprocess.py", "prepare_input"),
+    ("forward pass (3 flips)", "models/segmentation/segment.py", "predict_member_logits"),
+    ("measure the mean (contour, fit, quality)", "models/geometry/biometry.py", "measure_head_on_grid"),
+    ("measure each flip (contour, fit)", "models/geometry/biometry.py", "hc_on_grid"),
+    ("gate: whole-image CNN", "models/plane/net.py", "plane_logits"),
+    ("gate: skull-echo features", "models/plane/skull_echo.py", "skull_features"),
     ("row (growth facts, notes)", "worker/measure/pipeline.py", "_row"),
 )
 
@@ -280,8 +281,8 @@ def profile_pipeline(settings: Settings, n: int = 16, top: int = 15) -> dict[str
 
 def _forward_seconds(ctx: Any, path: Path, repeats: int = 10) -> float:
     """Median seconds of the network's 3-flip forward pass on one scan's prepared input (through ``ctx.net``)."""
-    from models.preprocess import prepare_input
-    from models.segment import predict_member_logits
+    from models.segmentation.preprocess import prepare_input
+    from models.segmentation.segment import predict_member_logits
 
     scan = next(iter_scans(path))
     batch = prepare_input(scan.pixels, ctx.model.input_size)[None].to(ctx.device)

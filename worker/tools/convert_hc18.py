@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dicom_io.writer import Encoding, ScanIdentity, build_us_dataset, encode, stable_uid
-from models.hc18 import Case, load_cases, subject_of
+from models.training.hc18 import Case, load_cases, subject_of
 
 log = logging.getLogger(__name__)
 

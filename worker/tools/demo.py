@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import ScanIdentity, stable_uid, write_us_image
-from models.hc18 import load_cases
-from models.weights import SHIPPED_WEIGHTS
+from models.segmentation.weights import SHIPPED_WEIGHTS
+from models.training.hc18 import load_cases
 
 HC18_CANDIDATES = ("../shared/hc18", "../../shared/hc18")
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "demo_samples"  # worker/demo_samples (package data)

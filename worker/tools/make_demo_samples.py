@@ -6,7 +6,7 @@
   never trained on), at the 15th, 40th, 65th and 90th centile of that split's true HC, with their
   CSV pixel size and true HC;
 - 2 negatives from ``us-negatives`` on the head-plane gate's validation side (``group`` whose sha1
-  is 0 modulo 5, as ``models.gate_data.group_split``), with a plausible pixel spacing: of PSFHS and
+  is 0 modulo 5, as ``models.training.gate_data.group_split``), with a plausible pixel spacing: of PSFHS and
   of POCUS lung, the first such file in manifest order, no larger than 512 px a side, that the
   shipped pipeline (segmentation and gate) sets aside as ``not_head``. The gate does not refuse
   every negative (about half of the PSFHS validation images pass it: see the model card), so
@@ -37,8 +37,8 @@ from dicom_io.writer import (
     encode_jpeg_baseline,
     stable_uid,
 )
-from models.hc18 import load_cases
-from models.weights import SHIPPED_WEIGHTS
+from models.segmentation.weights import SHIPPED_WEIGHTS
+from models.training.hc18 import load_cases
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "demo_samples"  # worker/demo_samples (package data)
 MANIFEST = "samples.json"

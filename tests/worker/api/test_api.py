@@ -116,7 +116,7 @@ def test_healthz_reports_database_and_model_file(fetalhc_env: pytest.MonkeyPatch
                     "model_loaded": False}
 
     fetalhc_env.setenv("FETALHC_HEAD_PLANE_GATE", "on")
-    fetalhc_env.setattr("models.head_plane.SHIPPED_GATE", tmp_path / "no_gate.pt")
+    fetalhc_env.setattr("models.plane.head_plane.SHIPPED_GATE", tmp_path / "no_gate.pt")
     with running() as url:
         status, body = call_json(url + "/healthz")
     assert (status, body["gate_file"], body["model_file"]) == (503, "missing", "present")

@@ -103,7 +103,7 @@ def test_rerun_skips_in_flight_and_measured_then_requeues_nothing_twice(ingest_s
 
 
 def test_model_version_is_the_shipped_weights_hash(ingest_settings: Settings) -> None:
-    from models.weights import SHIPPED_WEIGHTS, file_sha256
+    from models.segmentation.weights import SHIPPED_WEIGHTS, file_sha256
 
     assert weights_path(ingest_settings) == SHIPPED_WEIGHTS
     assert current_model_version(ingest_settings) == file_sha256(SHIPPED_WEIGHTS)

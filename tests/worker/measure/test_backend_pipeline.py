@@ -9,8 +9,8 @@ import pytest
 
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
-from models.backends import Backend, Precision, backend_available, cached_forward, cpu_has_native_bf16
 from models.errors import ConfigError
+from models.segmentation.backends import Backend, Precision, backend_available, cached_forward, cpu_has_native_bf16
 from worker.core.settings import BackendName, PrecisionName, Settings
 from worker.measure.pipeline import WorkItem, load_context, measure_rows
 

@@ -92,17 +92,17 @@ def test_gate_for_follows_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_a_missing_gate_file_stops_the_context_with_a_clear_error(
         fetalhc_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import models.head_plane
+    import models.plane.head_plane
 
     fetalhc_env.setenv("FETALHC_HEAD_PLANE_GATE", "on")
-    fetalhc_env.setattr(models.head_plane, "SHIPPED_GATE", tmp_path / "no_gate.pt")
-    models.head_plane.load_gate.cache_clear()
+    fetalhc_env.setattr(models.plane.head_plane, "SHIPPED_GATE", tmp_path / "no_gate.pt")
+    models.plane.head_plane.load_gate.cache_clear()
     get_settings.cache_clear()
     try:
         with pytest.raises(WeightsError, match="FETALHC_HEAD_PLANE_GATE=off"):
             load_context(get_settings())
     finally:
-        models.head_plane.load_gate.cache_clear()
+        models.plane.head_plane.load_gate.cache_clear()
 
 
 # -- the pipeline --------------------------------------------------------------------------------------------------

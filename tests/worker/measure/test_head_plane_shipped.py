@@ -18,7 +18,7 @@ from PIL import Image
 
 from dicom_io.phantom import make_phantom
 from dicom_io.writer import write_us_image
-from models.head_plane import SHIPPED_GATE, load_gate
+from models.plane.head_plane import SHIPPED_GATE, load_gate
 from worker.cli import main
 from worker.tools.demo import SAMPLES_DIR
 from worker.tools.make_demo_samples import is_gate_validation_group

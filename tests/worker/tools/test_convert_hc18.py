@@ -14,7 +14,7 @@ from pydicom import uid as pdu
 
 from dicom_io import iter_scans, read_header
 from dicom_io.reader import iter_frames, to_grey
-from models.hc18 import load_cases
+from models.training.hc18 import load_cases
 from worker.cli import main
 from worker.tools.convert_hc18 import convert_hc18
 
@@ -24,8 +24,8 @@ STUDY = dt.date(2026, 3, 2)
 def test_uncompressed_file_measures_the_same_hc_as_the_png(
         hc18_dir: Path, tmp_path: Path, fetalhc_env: pytest.MonkeyPatch) -> None:
     from db import upgrade
-    from models.biometry import Biometry
-    from models.segment import measure_images
+    from models.geometry.biometry import Biometry
+    from models.segmentation.segment import measure_images
     from worker.measure.pipeline import WorkItem, load_context, measure_rows
     from worker.core.settings import get_settings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dicom_io.reader import open_scans, read_dataset
-from models.weights import SHIPPED_WEIGHTS
+from models.segmentation.weights import SHIPPED_WEIGHTS
 from worker.tools.demo import SAMPLES_DIR, format_report, shipped_samples, write_samples
 from worker.tools.make_demo_samples import is_gate_validation_group, make_samples
 

@@ -1,0 +1,13 @@
+"""Geometry (runtime): the skull ellipse and its fit, HC/BPD/OFD in mm with a quality score, the overlay PNG."""
+
+from __future__ import annotations
+
+from models import lazy_exports
+
+_EXPORTS = {
+    "ellipse": ("Ellipse", "fit_ellipse", "fit_ellipse_robust", "ramanujan_perimeter"),
+    "biometry": ("Biometry", "hc_on_grid", "measure_head", "measure_head_on_grid"),
+    "overlay": ("overlay_png",),
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
