@@ -21,6 +21,7 @@ from db.report_facts import (
     study_measured_rows,
 )
 from db.repository import (
+    ROW_DICT_FIELDS,
     create_job,
     get_job,
     job_counts,
@@ -35,6 +36,17 @@ from db.repository import (
     stale_jobs,
     upsert_measurement,
 )
+from db.reviews import (
+    EFFECTIVE_COLUMNS,
+    ReviewedRow,
+    confirmed_rows,
+    effective_values,
+    latest_review,
+    record_review,
+    review_dict,
+    review_worklist,
+    reviews_of,
+)
 from db.tables import (
     FINISHED_JOB_STATUSES,
     JOB_STATUS_OF,
@@ -48,6 +60,8 @@ from db.tables import (
     ObReportFetusRow,
     ObReportRow,
     ObReportStatus,
+    Review,
+    ReviewDecision,
     SrStatus,
 )
 
@@ -62,4 +76,7 @@ __all__ = [
     "upsert_ob_report",
     # the measurement rows a report speaks to (db.report_facts)
     "AgreementPair", "agreement_pairs", "set_report_facts", "studies_owing_report_facts", "study_measured_rows",
+    # people's reviews of measurements (db.reviews)
+    "EFFECTIVE_COLUMNS", "ROW_DICT_FIELDS", "Review", "ReviewDecision", "ReviewedRow", "confirmed_rows",
+    "effective_values", "latest_review", "record_review", "review_dict", "review_worklist", "reviews_of",
 ]

@@ -10,6 +10,7 @@ from sqlalchemy import Select, and_, delete, func, insert, or_, select, tuple_, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from db.reviews import EFFECTIVE_COLUMNS, effective_values
 from db.tables import (
     FINISHED_JOB_STATUSES,
     MEASUREMENT_COLUMNS,
@@ -25,6 +26,7 @@ _KEY = ("sop_instance_uid", "frame", "model_version")
 _NOT_UPDATED = {"id", "created_at", *_KEY}
 
 MEASUREMENT_ORDERS = ("study_date", "newest")  # query_measurements(order=...)
+ROW_DICT_FIELDS: tuple[str, ...] = (*MEASUREMENT_COLUMNS, *EFFECTIVE_COLUMNS)  # row_dict's keys, in order
 
 
 def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
@@ -282,9 +284,11 @@ def job_dict(job: Job) -> dict[str, Any]:
 
 
 def row_dict(row: Measurement) -> dict[str, Any]:
-    """A measurement as a plain dict (dates as ISO strings) for JSON and CSV output."""
+    """A measurement as a plain dict (dates as ISO strings) for JSON and CSV output: every column, then the
+    ``EFFECTIVE_COLUMNS`` (the values to use after people's reviews, and whether a person confirmed them)."""
     out = {}
     for name in MEASUREMENT_COLUMNS:
         value = getattr(row, name)
         out[name] = value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
+    out.update(effective_values(row))
     return out

@@ -80,6 +80,16 @@ class MeasurementRow(Mapping[str, Any]):
     infer_ms: float | None = None
     total_ms: float | None = None
     sr_status: str | None = None
+    # The latest review (db.reviews sets these; the pipeline never gives them, so storing a row again keeps them).
+    review_decision: str | None = None
+    reviewed_by: str | None = None
+    reviewed_at: dt.datetime | None = None
+    reviewed_hc_mm: float | None = None
+    reviewed_bpd_mm: float | None = None
+    reviewed_ofd_mm: float | None = None
+    reviewed_ga_estimate_days: float | None = None
+    reviewed_hc_z_score: float | None = None
+    reviewed_hc_centile: float | None = None
     given: tuple[str, ...] = field(default=(), repr=False)  # the fields set, in the order they were (dict order)
 
     def __post_init__(self) -> None:

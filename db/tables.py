@@ -1,5 +1,6 @@
-"""The results database: ``measurements`` (one row per instance and model, on its best frame), ``jobs``, and the
-scanners' OB-GYN reports (``ob_reports``, one per report instance, with ``ob_report_fetuses``)."""
+"""The results database: ``measurements`` (one row per instance and model, on its best frame), ``jobs``, the
+scanners' OB-GYN reports (``ob_reports``, one per report instance, with ``ob_report_fetuses``), and people's
+``reviews`` of measurements."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime as dt
 from enum import StrEnum
 
 from sqlalchemy import (
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -170,6 +172,19 @@ class Measurement(Base):
     infer_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float | None] = mapped_column(Float)
     sr_status: Mapped[str | None] = mapped_column(String(16), index=True)  # SrStatus; NULL: no SR owed
+    # The latest review of this row by a person (``reviews`` keeps every one; migration 0008): the decision, who
+    # and when, and the values the reviewer confirmed (accepted: the model's; corrected: the correction's, through
+    # the same biometry and growth code; rejected: none). NULL: nobody has reviewed it. The model's columns above
+    # never change with a review.
+    review_decision: Mapped[str | None] = mapped_column(String(24))  # ReviewDecision
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    reviewed_hc_mm: Mapped[float | None] = mapped_column(Float)
+    reviewed_bpd_mm: Mapped[float | None] = mapped_column(Float)
+    reviewed_ofd_mm: Mapped[float | None] = mapped_column(Float)
+    reviewed_ga_estimate_days: Mapped[float | None] = mapped_column(Float)
+    reviewed_hc_z_score: Mapped[float | None] = mapped_column(Float)
+    reviewed_hc_centile: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 
@@ -237,3 +252,63 @@ class ObReportFetusRow(Base):
     hc_mm: Mapped[float | None] = mapped_column(Float)
     bpd_mm: Mapped[float | None] = mapped_column(Float)
     ofd_mm: Mapped[float | None] = mapped_column(Float)
+
+
+class ReviewDecision(StrEnum):
+    """What a person decided about a measurement (``reviews.decision``).
+
+    ``accepted``: the product's outcome is right (its HC, or, for a ``not_head`` row, that it is no head plane);
+    ``rejected_not_head``: not a fetal head biometry plane; ``rejected_unusable``: a head plane, but no HC can be
+    read from it; ``corrected``: the head is where the reviewer put the ellipse (or has the HC they typed).
+    """
+
+    ACCEPTED = "accepted"
+    REJECTED_NOT_HEAD = "rejected_not_head"
+    REJECTED_UNUSABLE = "rejected_unusable"
+    CORRECTED = "corrected"
+
+
+# Decisions after which a person stands behind the row's (reviewed) HC.
+CONFIRMING_DECISIONS: tuple[ReviewDecision, ...] = (ReviewDecision.ACCEPTED, ReviewDecision.CORRECTED)
+
+
+class Review(Base):
+    """One decision of one named reviewer about one measurement; every decision is kept (the audit trail).
+
+    The measurement's key (instance, frame, model version) is copied here, so the decision still says which
+    image it was about after the row is replaced (``measurement_id`` then NULL on PostgreSQL). Ellipse and
+    HC/BPD/OFD in mm as the reviewer confirmed them (corrected: the correction; accepted: the model's); the GA
+    estimate, z-score and centile as computed for them at ``decided_at``.
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint("decision IN ('accepted', 'rejected_not_head', 'rejected_unusable', 'corrected')",
+                        name="ck_reviews_decision"),
+        Index("ix_reviews_measurement", "measurement_id", "id"),
+        Index("ix_reviews_decided_at", "decided_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    measurement_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("measurements.id", ondelete="SET NULL"))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    frame: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str] = mapped_column(String(64))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    decision: Mapped[str] = mapped_column(String(24))  # ReviewDecision
+    center_x_mm: Mapped[float | None] = mapped_column(Float)
+    center_y_mm: Mapped[float | None] = mapped_column(Float)
+    semi_axis_a_mm: Mapped[float | None] = mapped_column(Float)
+    semi_axis_b_mm: Mapped[float | None] = mapped_column(Float)
+    angle_rad: Mapped[float | None] = mapped_column(Float)
+    hc_mm: Mapped[float | None] = mapped_column(Float)
+    bpd_mm: Mapped[float | None] = mapped_column(Float)
+    ofd_mm: Mapped[float | None] = mapped_column(Float)
+    ga_estimate_days: Mapped[float | None] = mapped_column(Float)
+    hc_z_score: Mapped[float | None] = mapped_column(Float)
+    hc_centile: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+REVIEW_COLUMNS: tuple[str, ...] = tuple(c.name for c in Review.__table__.columns)

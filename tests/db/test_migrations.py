@@ -348,8 +348,7 @@ def test_0007_indexes_the_results_order_and_downgrades(empty_url: str) -> None:
                           "created_at, updated_at) VALUES ('1.2.16', 1, 'v1', 'needs_review', '2026-01-02', "
                           "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
     dispose_all()
-    with get_engine(empty_url).begin() as conn:
-        command.upgrade(alembic_config(conn), "0007")
+    assert upgrade(empty_url) == head_revision()
     indexes = {i["name"]: i["column_names"] for i in inspect(get_engine(empty_url)).get_indexes("measurements")}
     assert indexes["ix_measurements_study_date"] == ["study_date", "id"]
     assert indexes["ix_measurements_status_date"] == ["status", "study_date", "id"]

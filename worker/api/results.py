@@ -23,8 +23,7 @@ from db import (
     row_dict,
     session_scope,
 )
-from db.repository import MEASUREMENT_ORDERS
-from db.tables import MEASUREMENT_COLUMNS
+from db.repository import MEASUREMENT_ORDERS, ROW_DICT_FIELDS
 from worker.api.app import ApiApp
 from worker.api.messages import ApiError
 
@@ -106,9 +105,10 @@ def _csv_cell(value: Any) -> Any:
 
 
 def results_csv(rows: list[dict[str, Any]]) -> bytes:
-    """Rows as a CSV document: every column of the table, cells that would be formulas made text."""
+    """Rows as a CSV document: every column of the table and the effective values after reviews, cells that
+    would be formulas made text."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(MEASUREMENT_COLUMNS), lineterminator="\r\n")
+    writer = csv.DictWriter(out, fieldnames=list(ROW_DICT_FIELDS), lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     return out.getvalue().encode()

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from db.reviews import EFFECTIVE_COLUMNS
 from db.tables import Job, Measurement
 
 
@@ -29,8 +30,17 @@ def _columns_model(name: str, table: Any, doc: str) -> type[BaseModel]:
     return create_model(name, __base__=Answer, __doc__=doc, **fields)
 
 
-MeasurementOut = _columns_model("MeasurementOut", Measurement,
-                                "One stored measurement row (``measurements``), every column.")
+def _effective_fields() -> dict[str, Any]:
+    """``db.EFFECTIVE_COLUMNS``: the values after people's reviews (the latest review's, else the model's)."""
+    kinds: dict[str, Any] = {"effective_status": str | None, "confirmed": bool | None}
+    return {name: (kinds.get(name, float | None), None) for name in EFFECTIVE_COLUMNS}
+
+
+MeasurementOut = create_model(
+    "MeasurementOut", __base__=_columns_model("MeasurementColumns", Measurement, "Every column of a row."),
+    __doc__="One stored measurement row (``measurements``), every column, then the effective values: the latest "
+            "review's when a person decided (``confirmed``: accepted or corrected), else the model's.",
+    **_effective_fields())
 JobOut = _columns_model("JobOut", Job, "One job: a scan that arrived and what became of it (``jobs``).")
 
 
