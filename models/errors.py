@@ -102,13 +102,16 @@ class WeightsError(FetalHCError):
 class NotHeadPlane(MeasurementError):
     """The image is not a fetal head biometry plane (the head-plane gate refused it): set aside, not failed.
 
-    ``score``: the gate's probability that it is a head plane; ``threshold``: the gate's operating point.
+    ``score``: the gate's probability that it is a head plane; ``threshold``: the gate's operating point;
+    ``why``: the plane decision's words (``models.plane.decision``; empty: the gate's score below its threshold).
     """
 
     reason = "not_head_plane"
 
-    def __init__(self, message: str, reason: str | None = None, score: float = 0.0, threshold: float = 0.0) -> None:
+    def __init__(self, message: str, reason: str | None = None, score: float = 0.0, threshold: float = 0.0,
+                 why: str = "") -> None:
         super().__init__(message, reason)
-        self.args = (message, reason, score, threshold)
+        self.args = (message, reason, score, threshold, why)
         self.score = float(score)
         self.threshold = float(threshold)
+        self.why = why
