@@ -12,14 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from db.conflicts import PatientIdentity
 from db.tables import REPORTABLE_STATUSES, Measurement, ObReportRow, ObReportStatus
 
 REPORT_FACT_COLUMNS = frozenset({"ga_days", "ga_source", "ga_estimate_days", "ga_formula", "hc_z_score", "hc_centile",
                                  "growth_standard", "growth_flags", "centile_reason", "sonographer_hc_mm",
-                                 "hc_diff_mm", "fetus_count"})
+                                 "hc_diff_mm", "fetus_count",
+                                 # a reviewed HC's growth facts follow the GA the report gives (db.reviews)
+                                 "reviewed_hc_z_score", "reviewed_hc_centile"})
 
 
 def study_measured_rows(session: Session, study_uid: str) -> list[Measurement]:
@@ -29,6 +32,11 @@ def study_measured_rows(session: Session, study_uid: str) -> list[Measurement]:
                    Measurement.status.in_(REPORTABLE_STATUSES))
             .order_by(Measurement.id))
     return list(session.scalars(stmt))
+
+
+def row_patient(row: Measurement) -> PatientIdentity:
+    """The patient a stored row belongs to (Patient ID, issuer, birth date as read from its image)."""
+    return PatientIdentity.of(row.patient_id, row.issuer_of_patient_id, row.patient_birth_date)
 
 
 def set_report_facts(session: Session, measurement_id: int, values: Mapping[str, Any]) -> None:
@@ -48,7 +56,14 @@ def studies_owing_report_facts(session: Session, limit: int) -> list[str]:
     """Up to ``limit`` studies with a read report and a row with an HC that has no report facts yet."""
     has_report = (select(ObReportRow.id)
                   .where(ObReportRow.study_instance_uid == Measurement.study_instance_uid,
-                         ObReportRow.status != ObReportStatus.MALFORMED.value)
+                         ObReportRow.status != ObReportStatus.MALFORMED.value,
+                         # a report of the row's own patient (db.conflicts.same_patient): another's never applies
+                         func.coalesce(ObReportRow.patient_id, "") == func.coalesce(Measurement.patient_id, ""),
+                         or_(ObReportRow.issuer_of_patient_id.is_(None), Measurement.issuer_of_patient_id.is_(None),
+                             ObReportRow.issuer_of_patient_id == "", Measurement.issuer_of_patient_id == "",
+                             ObReportRow.issuer_of_patient_id == Measurement.issuer_of_patient_id),
+                         or_(ObReportRow.patient_birth_date.is_(None), Measurement.patient_birth_date.is_(None),
+                             ObReportRow.patient_birth_date == Measurement.patient_birth_date))
                   .exists())
     stmt = (select(Measurement.study_instance_uid)
             .where(Measurement.fetus_count.is_(None), Measurement.hc_mm.is_not(None),

@@ -6,7 +6,7 @@ from models import lazy_exports
 
 _EXPORTS = {
     "ellipse": ("Ellipse", "fit_ellipse", "fit_ellipse_robust", "ramanujan_perimeter"),
-    "biometry": ("Biometry", "hc_on_grid", "measure_head", "measure_head_on_grid"),
+    "biometry": ("Biometry", "HeadSizes", "hc_on_grid", "head_sizes", "measure_head", "measure_head_on_grid"),
     "overlay": ("overlay_png",),
 }
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -48,6 +48,24 @@ class Biometry:
         return bool(self.flags)
 
 
+@dataclass(frozen=True)
+class HeadSizes:
+    """HC, BPD and OFD (mm) of a skull ellipse in millimetres: its Ramanujan perimeter and its two axes."""
+
+    hc_mm: float
+    bpd_mm: float
+    ofd_mm: float
+
+
+def head_sizes(ellipse_mm: Ellipse) -> HeadSizes:
+    """HC (the perimeter, Ramanujan II as HC18 measures it), BPD (the minor axis, 2b) and OFD (the major, 2a).
+
+    Outer-to-outer along both axes, as the fitted ellipse is the outer skull's: what the pipeline stores and
+    what a reviewer's corrected ellipse gives (``worker.measure.review``).
+    """
+    return HeadSizes(ellipse_mm.perimeter, 2 * ellipse_mm.b, 2 * ellipse_mm.a)
+
+
 def largest_component(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
     """The largest foreground component (8- or 4-connected) of a boolean mask (the first in raster order on a tie)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
@@ -178,14 +196,18 @@ def _biometry(xy_px: np.ndarray, prob: np.ndarray, mask: np.ndarray, image_shape
     xy_mm = xy_px * np.array([spacing_mm_x, spacing_mm_y])
     ellipse_mm, inliers = fit_ellipse_robust(xy_mm)
     ellipse_px = ellipse_mm.scaled(1 / spacing_mm_x, 1 / spacing_mm_y)
-    hc = ellipse_mm.perimeter
-
     confidence = float(prob[mask].mean()) if mask.any() else 0.0
     # Agreement of the segmented area with the fitted ellipse (IoU), on the map's own grid.
     on_grid = ellipse_px if scale == (1.0, 1.0) else _to_grid(ellipse_px, scale)
-    iou = _iou(on_grid, mask)
-    quality = round(confidence * iou, 4)
+    return head_biometry(ellipse_mm, ellipse_px, confidence, _iou(on_grid, mask), inliers, image_shape)
 
+
+def head_biometry(ellipse_mm: Ellipse, ellipse_px: Ellipse, confidence: float, iou: float, inliers: float,
+                  image_shape: tuple[int, ...]) -> Biometry:
+    """The Biometry of a fitted head: quality (confidence x IoU) and flags (``_biometry``'s, and the batched
+    path's in ``models.segmentation.device``)."""
+    hc = ellipse_mm.perimeter
+    quality = round(confidence * iou, 4)
     flags: list[str] = []
     if quality < LOW_CONFIDENCE:
         flags.append("low_confidence")

@@ -1,4 +1,4 @@
-"""``ApiApp``: the state every request shares (settings, token, lazily loaded model, database schema)."""
+"""``ApiApp``: the state every request shares (settings, tokens, lazily loaded model, database schema)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from models.segmentation.weights import SHIPPED_WEIGHTS, LoadedModel
 from worker.api.messages import ApiError
 from worker.core.cpus import available_cpus
 from worker.core.settings import Settings
+from worker.core.tokens import TokenBook
 from worker.measure.pipeline import PipelineContext, load_context
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
@@ -32,12 +33,18 @@ class ApiApp:
     def __init__(self, settings: Settings, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.settings = settings
         self.token = settings.api_token.get_secret_value() if settings.api_token else None
+        self.tokens = TokenBook(settings.api_tokens_file)  # named tokens (reviewers), re-read when the file changes
         self.max_body_bytes = max_body_bytes
         self.measure_lock = threading.Lock()
         self._context: PipelineContext | None = None
         self._context_lock = threading.Lock()
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+
+    @property
+    def auth_required(self) -> bool:
+        """True when requests must carry a token: ``FETALHC_API_TOKEN`` or ``FETALHC_API_TOKENS_FILE`` is set."""
+        return bool(self.token) or self.tokens.configured
 
     @property
     def weights_path(self) -> Path:

@@ -8,7 +8,6 @@ they hold no data; the docs page loads its script from a CDN, so it shows only w
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from typing import Annotated, Any
@@ -22,6 +21,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from worker.api.app import ApiApp
+from worker.api.auth import Caller, authenticate, require_reviewer
+from worker.api.images import WIDTH_RANGE
 from worker.api.guards import Guard, own_names
 from worker.api.measure import measure_upload
 from worker.api.messages import API_HEADERS, ApiError, Request, json_response
@@ -34,13 +35,28 @@ from worker.api.results import (
     fetch_stats,
     results_csv,
 )
+from worker.api.review import (
+    REVIEW_BODY_MAX,
+    ReviewIn,
+    fetch_measurement,
+    fetch_worklist,
+    growth_curves,
+    measurement_id,
+    measurement_image,
+    parse_review,
+    submit_review,
+)
 from worker.api.schemas import (
+    CurvesOut,
     ErrorOut,
     HealthOut,
     JobOut,
     MeasurementOut,
+    MeasurementReviewsOut,
     MeasureOut,
+    ReviewedOut,
     StatsOut,
+    WhoAmIOut,
 )
 from worker.api.uploads import parse_upload
 
@@ -57,13 +73,9 @@ def api_of(request: HttpRequest) -> ApiApp:
 
 
 def require_token(api: Annotated[ApiApp, Depends(api_of)],
-                  authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
-    """With ``FETALHC_API_TOKEN`` set: ``Authorization: Bearer <token>``, else 401."""
-    if not api.token:
-        return
-    scheme, _, value = (authorization or "").partition(" ")
-    if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), api.token.encode())):
-        raise ApiError(401, "unauthorized", "send the API token: Authorization: Bearer <FETALHC_API_TOKEN>")
+                  authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Caller:
+    """With ``FETALHC_API_TOKEN`` or ``FETALHC_API_TOKENS_FILE`` set: ``Authorization: Bearer <token>``, else 401."""
+    return authenticate(api, authorization)
 
 
 def no_form_content(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
@@ -175,6 +187,68 @@ def create_app(api: ApiApp, bind_host: str = "127.0.0.1") -> Guard:
         answer, status = await run_in_threadpool(measure_upload, api, upload, deadline)
         return json_response(MeasureOut(**answer), status)
 
+    @app.get("/api/whoami", response_model=WhoAmIOut, responses=ERRORS)
+    def whoami(caller: Annotated[Caller, Depends(require_token)]) -> Response:
+        """Who the token names (a reviewer), and whether it may review (only a named token may)."""
+        return json_response(WhoAmIOut(name=caller.name, can_review=caller.name is not None,
+                                        token_required=api.auth_required))
+
+    @app.get("/api/review", response_model=list[MeasurementOut], dependencies=private, responses=ERRORS)
+    def worklist(request: HttpRequest,
+                 status: Annotated[str | None, Query(description="needs_review | not_head | measured")] = None,
+                 reason: Annotated[str | None, Query(description="a reason or flag, e.g. low_confidence")] = None,
+                 include_reviewed: Annotated[str | None, Query(description="1: rows already decided too")] = None,
+                 limit: Annotated[str | None, Query(description="1..1000 [100]")] = None) -> Response:
+        """Rows for a person to review (nobody has yet), oldest first."""
+        return json_response([MeasurementOut(**row) for row in fetch_worklist(api, _first_values(request))])
+
+    @app.get("/api/measurements/{ident}", response_model=MeasurementReviewsOut, dependencies=private,
+             responses={404: {"model": ErrorOut}, **ERRORS})
+    def measurement(ident: str) -> Response:
+        """One stored row (effective values included) and every decision about it."""
+        return json_response(MeasurementReviewsOut(**fetch_measurement(api, measurement_id(ident))))
+
+    @app.post("/api/measurements/{ident}/review", response_model=ReviewedOut,
+              responses={404: {"model": ErrorOut}, **ERRORS},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": ReviewIn.model_json_schema()}}}})
+    async def review(request: HttpRequest, ident: str, caller: Annotated[Caller, Depends(require_token)]) -> Response:
+        """A named reviewer's decision: accepted, rejected_not_head, rejected_unusable or corrected (an ellipse
+        in mm or hc_mm alone); 403 without a named token, 404 for no such row, 422 for insane values."""
+        reviewer = require_reviewer(caller)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the decision as Content-Type: application/json")
+        length = request.headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > REVIEW_BODY_MAX:
+            raise ApiError(413, "too_large", f"a decision is at most {REVIEW_BODY_MAX} bytes")
+        ident_n = measurement_id(ident)
+        body = await read_body(request, api, time.monotonic() + REQUEST_DEADLINE_S)
+        decision = parse_review(body)
+        answer = await run_in_threadpool(submit_review, api, ident_n, reviewer, decision)
+        return json_response(ReviewedOut(**answer))
+
+    @app.get("/api/measurements/{ident}/image.png", dependencies=private,
+             responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}, 410: {"model": ErrorOut},
+                        **ERRORS})
+    async def image(ident: str, overlay: Annotated[str | None, Query(description="0: the frame alone")] = None,
+                    width: Annotated[str | None, Query(description="scale down to this many pixels wide")] = None
+                    ) -> Response:
+        """The stored scan's measured frame with the ellipse, axes and plane label (PNG; never cached)."""
+        ident_n = measurement_id(ident)
+        size = None
+        if width:
+            if not width.isdigit() or not WIDTH_RANGE[0] <= int(width) <= WIDTH_RANGE[1]:
+                raise ApiError(400, "bad_parameter", f"width={width[:20]!r}; {WIDTH_RANGE[0]} to {WIDTH_RANGE[1]}")
+            size = int(width)
+        data = await run_in_threadpool(measurement_image, api, ident_n, overlay != "0", size)
+        return Response(data, 200, dict(API_HEADERS), media_type="image/png")
+
+    @app.get("/api/growth-curves", response_model=CurvesOut, dependencies=private, responses=ERRORS)
+    def curves(standard: Annotated[str | None, Query(description="intergrowth | who")] = None) -> Response:
+        """HC centile curves of a growth standard (the patient view's chart)."""
+        return json_response(CurvesOut(**growth_curves(standard or api.settings.growth_standard.value)))
+
     @app.exception_handler(ApiError)
     async def api_error(request: HttpRequest, exc: ApiError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="fetalhc"'} if exc.status == 401 else None
@@ -210,4 +284,4 @@ def create_app(api: ApiApp, bind_host: str = "127.0.0.1") -> Guard:
         return json_response({"status": "failed", "reason": "internal_error",
                               "message": "unexpected server error (see the server log)"}, 500)
 
-    return Guard(app, token_set=bool(api.token), names=own_names(bind_host))
+    return Guard(app, token_set=api.auth_required, names=own_names(bind_host))

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, create_model
 
 from db.reviews import EFFECTIVE_COLUMNS
-from db.tables import Job, Measurement
+from db.tables import Job, Measurement, Review
 
 
 class Answer(BaseModel):
@@ -42,6 +42,37 @@ MeasurementOut = create_model(
             "review's when a person decided (``confirmed``: accepted or corrected), else the model's.",
     **_effective_fields())
 JobOut = _columns_model("JobOut", Job, "One job: a scan that arrived and what became of it (``jobs``).")
+ReviewOut = _columns_model("ReviewOut", Review, "One decision of a named reviewer about a measurement (``reviews``).")
+
+
+class MeasurementReviewsOut(Answer):
+    """``GET /api/measurements/{id}``: the row and every decision about it, oldest first (the audit trail)."""
+
+    measurement: MeasurementOut  # type: ignore[valid-type]
+    reviews: list[ReviewOut]  # type: ignore[valid-type]
+
+
+class ReviewedOut(Answer):
+    """``POST /api/measurements/{id}/review``: the row as it reads now (effective values) and the new decision."""
+
+    measurement: MeasurementOut  # type: ignore[valid-type]
+    review: ReviewOut  # type: ignore[valid-type]
+
+
+class WhoAmIOut(Answer):
+    """``GET /api/whoami``: the named token's reviewer (None: the shared token or none), and whether they can review."""
+
+    name: str | None
+    can_review: bool
+    token_required: bool
+
+
+class CurvesOut(Answer):
+    """``GET /api/growth-curves``: HC (mm) at P3/P10/P50/P90/P97 of a standard, by GA in days."""
+
+    standard: str
+    ga_days: list[float]
+    centiles: dict[str, list[float]]
 
 
 class ErrorOut(Answer):

@@ -77,7 +77,7 @@ def make_server(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
     Warns when it listens beyond this machine without ``FETALHC_API_TOKEN``: results hold patient IDs.
     """
     app = ApiApp(settings, max_body_bytes)
-    if not settings.api_token and not is_loopback(host):
+    if not app.auth_required and not is_loopback(host):
         log.warning("serving on %s without FETALHC_API_TOKEN: anyone who reaches this port can read results "
                     "and patient IDs; set FETALHC_API_TOKEN or bind to 127.0.0.1", host)
     try:

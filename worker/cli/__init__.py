@@ -1,7 +1,7 @@
 """The ``fetalhc`` command line: one console script, a subcommand per job (``main(argv)``).
 
 One module per command group (``process``, ``queueing``, ``ingesting``, ``results``, ``training``, ``tools``,
-``admin``); this one builds the parser and runs the chosen command. Nothing imports ``worker.cli``.
+``admin``, ``tokens``); this one builds the parser and runs the chosen command. Nothing imports ``worker.cli``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from models.errors import FetalHCError
 from worker.cli.admin import cmd_db, cmd_sr
@@ -23,6 +24,7 @@ from worker.cli.queueing import (
     cmd_worker,
 )
 from worker.cli.results import RESULT_COLUMNS, cmd_agreement, cmd_centile, cmd_results, cmd_serve
+from worker.cli.tokens import cmd_token
 from worker.cli.tools import cmd_bench, cmd_convert_hc18, cmd_demo
 from worker.cli.training import cmd_eval, cmd_eval_gate, cmd_train
 from worker.core.logs import configure_logging
@@ -214,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-sent", action="store_true", help="delete each file the PACS stored")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sr)
+
+    p = sub.add_parser("token", help="named API tokens (reviewers): add NAME, list, revoke NAME")
+    p.add_argument("action", choices=("add", "list", "revoke"))
+    p.add_argument("name", nargs="?", default=None, help="the reviewer's name (no whitespace), for add and revoke")
+    p.add_argument("--file", type=Path, default=None, help="the token file (default FETALHC_API_TOKENS_FILE)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("db", help="database administration")
     p.add_argument("action", choices=("upgrade", "current"),

@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     server = make_server(settings, args.host, args.port)
     print(f"serving the fetalhc API and page on {server.url}/ "
-          f"({'token required' if settings.api_token else 'no token'}); Ctrl-C stops", file=sys.stderr)
+          f"({'token required' if server.app.auth_required else 'no token'}); Ctrl-C stops", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     shipped model), ``DEVICE`` (auto | cpu | cuda), ``BACKEND`` (auto | torch | openvino | onnxruntime:
     the network's inference backend; auto: OpenVINO on CPU when installed, else ONNX Runtime, else torch;
     torch on CUDA; the ONNX export is derived from the weights and cached by model version), ``PRECISION``
-    (auto | f32 | bf16: the network's arithmetic; auto: bf16 for OpenVINO on a CPU with native bfloat16, else f32), ``SPOOL_DIR``, ``API_TOKEN``,
+    (auto | f32 | bf16: the network's arithmetic; auto: bf16 for OpenVINO on a CPU with native bfloat16, else f32), ``SPOOL_DIR``, ``API_TOKEN``, ``API_TOKENS_FILE`` (named tokens, one
+    ``name sha256hex`` line each: reviewers; ``fetalhc token add NAME``),
     ``GROWTH_STANDARD`` (intergrowth | who), ``BATCH_SIZE`` (scans per forward pass),
     ``TASK_TIME_LIMIT`` (seconds), ``MAX_ATTEMPTS`` (deliveries before a scan is called poison),
     ``MAX_FRAMES`` (16: a cine without (0028,6010) Representative Frame Number and more frames than
@@ -96,7 +97,9 @@ class Settings(BaseSettings):
     ``HEAD_PLANE_GATE`` (on | off | a gate file; on: the shipped ``models/weights/head_plane_gate.pt``):
     only images the head-plane gate takes for a fetal head biometry plane are measured, the others
     are set aside as ``not_head``; ``HEAD_PLANE_THRESHOLD`` (0..1; unset: the gate's own operating
-    point) overrides the probability an image needs to pass.
+    point) overrides the probability an image needs to pass. ``PLANE_CLASSIFIER`` (unset: off; the path of
+    SonoNet-16's ``SonoNet16.npz``, from its authors' repository): a standard-plane label on every frame read
+    and the plane decision's classifier evidence; a missing, wrong or damaged file stops measuring.
     Ingest and backfill: ``AE_TITLE`` (FETALHC), ``LISTEN_HOST`` (0.0.0.0), ``LISTEN_PORT`` (11112),
     ``ACCEPT_OTHER`` (ignore | refuse: non-ultrasound instances answered Success and dropped, or
     refused at association negotiation), ``WATCH_SETTLE`` (seconds a dropped file must stay
@@ -136,6 +139,7 @@ class Settings(BaseSettings):
     precision: PrecisionName = _env("PRECISION", PrecisionName.AUTO)
     spool_dir: Path = _env("SPOOL_DIR", factory=lambda: _data_home() / "spool")
     api_token: SecretStr | None = _env("API_TOKEN", secret=True)
+    api_tokens_file: Path | None = _env("API_TOKENS_FILE")  # named tokens: ``name sha256hex`` lines (worker.core.tokens)
     growth_standard: GrowthStandardName = _env("GROWTH_STANDARD", GrowthStandardName.INTERGROWTH)
     batch_size: int = _env("BATCH_SIZE", 8)
     task_time_limit_s: float = _env("TASK_TIME_LIMIT", 300.0)
@@ -143,6 +147,7 @@ class Settings(BaseSettings):
     max_frames: int = _env("MAX_FRAMES", 16)
     head_plane_gate: str = _env("HEAD_PLANE_GATE", "on")
     head_plane_threshold: float | None = _env("HEAD_PLANE_THRESHOLD")
+    plane_classifier: Path | None = _env("PLANE_CLASSIFIER")  # SonoNet16.npz (models.plane.sononet); unset: off
     ae_title: str = _env("AE_TITLE", "FETALHC")
     listen_host: str = _env("LISTEN_HOST", "0.0.0.0")
     listen_port: int = _env("LISTEN_PORT", 11112)

@@ -8,6 +8,11 @@ Reports and images come in either order:
 * the sweep (``refresh_owing``) fills rows that a report and an image raced past (each committed before the
   other's look-up), bounded per sweep.
 
+A report applies only to rows of its own patient (``db.conflicts.same_patient``: Patient ID, and issuer and birth
+date where both have one): each row reads only its own patient's reports of the study. A report naming a study of
+another patient changes none of its rows; that is recorded as a conflict (``report_other_patient``: both patients'
+IDs in ``intake_conflicts``, never in a log) and as the reason of the report's job.
+
 A GA given with the job is never replaced; otherwise the report's dating wins over the image header's LMP
 (``worker.measure.dating.ga_for_centile``). Where the report counts several fetuses, no sonographer's HC is
 put on a row (an image does not say which fetus it shows), only ``fetus_count``.
@@ -37,12 +42,16 @@ from db import (
     study_sonographer_hc,
     upsert_ob_report,
 )
+from db.conflicts import PatientIdentity, record_conflict, same_patient
+from db.report_facts import row_patient
 from db.rows import MeasurementRow
+from db.tables import ConflictReason
 from dicom_io.errors import MalformedReportError
 from dicom_io.ob_report import OB_REPORT_SOP_CLASSES, is_ob_report, parse_ob_report
 from dicom_io.reader import read_dataset, read_sop_identity
 from models.errors import FetalHCError
 from worker.measure.dating import ga_for_centile, growth_facts
+from worker.measure.review import reviewed_growth
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +62,10 @@ SWEEP_STUDIES = 50  # studies whose rows one sweep fills at most
 class ReportOutcome:
     """What became of an SR that arrived where scans do (its job, when it has one, is finished ``done``).
 
-    ``reason``: ``ob_report`` (recorded), ``malformed_report`` (recorded by its UIDs as malformed, or only on the
-    job when it has none) or ``not_ob_report`` (an SR that is no OB-GYN report: nothing to record or measure).
+    ``reason``: ``ob_report`` (recorded), ``report_other_patient`` (recorded, but the study's measured rows belong
+    to another patient: none changed, a conflict recorded), ``malformed_report`` (recorded by its UIDs as malformed,
+    or only on the job when it has none) or ``not_ob_report`` (an SR that is no OB-GYN report: nothing to record
+    or measure).
     """
 
     path: str
@@ -116,15 +127,37 @@ def record_report(database_url: str, growth_standard: str, path: Path, job_id: i
     with session_scope(database_url) as session:
         upsert_ob_report(session, report, path=where)
         updated = refresh_study(session, report.study_instance_uid, growth_standard)
+        others = _other_patients(session, report, where, job_id)
         dating = "EDD" if report.edd else "LMP" if report.lmp else "no dating"
         detail = (f"OB-GYN report recorded ({dating}, {report.number_of_fetuses} fetus(es)"
                   f"{'; ' + '; '.join(report.notes) if report.notes else ''}); {updated} measurement(s) of the "
                   "study updated")
-        outcome = ReportOutcome(where, job_id, "ob_report", detail, report.sop_instance_uid,
-                                report.study_instance_uid, updated)
+        if others:
+            detail += (f"; {others} measurement(s) of the study belong to another patient than the report's: none "
+                       "of them changed (intake_conflicts)")
+        outcome = ReportOutcome(where, job_id, "report_other_patient" if others else "ob_report", detail,
+                                report.sop_instance_uid, report.study_instance_uid, updated)
         _finish(session, outcome)
-    log.info("OB-GYN report recorded (job=%s, %d rows updated)", job_id, updated)
+    log.info("OB-GYN report recorded (job=%s, %d rows updated, %d of another patient left alone)", job_id, updated,
+             others)
     return outcome
+
+
+def _other_patients(session: Session, report: Any, path: str, job_id: int | None) -> int:
+    """Record a conflict for each other patient whose rows the report's study holds; how many rows they are."""
+    mine = PatientIdentity.of(report.patient_id, report.issuer_of_patient_id, report.patient_birth_date)
+    others: dict[str, int] = {}
+    for m in study_measured_rows(session, report.study_instance_uid):
+        theirs = row_patient(m)
+        if not same_patient(theirs, mine):
+            others[theirs.patient_id] = others.get(theirs.patient_id, 0) + 1
+    for patient_id, count in others.items():
+        record_conflict(session, sop_instance_uid=report.sop_instance_uid, study_instance_uid=report.study_instance_uid,
+                        source="report", reason=ConflictReason.REPORT_OTHER_PATIENT.value,
+                        detail=f"an OB-GYN report of another patient names this study: {count} measurement(s) left "
+                               "unchanged", kept_path=path, patient_id_existing=patient_id,
+                        patient_id_received=mine.patient_id, job_id=job_id)
+    return sum(others.values())
 
 
 def _finish(session: Session, outcome: ReportOutcome) -> None:
@@ -135,24 +168,25 @@ def _finish(session: Session, outcome: ReportOutcome) -> None:
 
 def report_facts(session: Session, study_uid: str | None, hc_mm: float, study_date: dt.date | None,
                  ga_source: str | None, growth_standard: str,
-                 dating: StudyDating | None = None) -> dict[str, Any]:
-    """The columns the study's report gives a row with an HC; empty when the study has no read report.
+                 dating: StudyDating | None = None, patient: PatientIdentity | None = None) -> dict[str, Any]:
+    """The columns the study's report gives a row with an HC; empty when the study has no read report (of
+    ``patient``, the row's own, when given: another patient's report gives nothing).
 
     A ``given`` GA is kept (its centile stands); otherwise the report's dating, when it has one, replaces
     the header's LMP and its growth facts are computed again.
     """
     if not study_uid:
         return {}
-    fetus_count = study_fetus_count(session, study_uid)
+    fetus_count = study_fetus_count(session, study_uid, patient)
     if fetus_count is None:
         return {}
     values: dict[str, Any] = {"fetus_count": fetus_count}
     if ga_source != "given":
-        dating = dating or study_dating(session, study_uid)
+        dating = dating or study_dating(session, study_uid, patient)
         ga = ga_for_centile(None, None, study_date, dating)
         if ga.source != "none":
             values.update(growth_facts(hc_mm, ga, growth_standard).columns())
-    sonographer = study_sonographer_hc(session, study_uid)  # None for twins: no fetus is named on an image
+    sonographer = study_sonographer_hc(session, study_uid, patient=patient)  # None for twins: no fetus is named
     values["sonographer_hc_mm"] = None if sonographer is None else sonographer.hc_mm
     values["hc_diff_mm"] = None if sonographer is None else round(hc_mm - sonographer.hc_mm, 2)
     return values
@@ -162,21 +196,28 @@ def apply_report_facts(session: Session, row: MeasurementRow, growth_standard: s
     """The row as it is to be stored, with its study's report facts when it has an HC and the study a report."""
     if row.hc_mm is None or not row.study_instance_uid:
         return row
-    values = report_facts(session, row.study_instance_uid, row.hc_mm, row.study_date, row.ga_source, growth_standard)
+    patient = PatientIdentity.of(row.patient_id, row.issuer_of_patient_id, row.patient_birth_date)
+    values = report_facts(session, row.study_instance_uid, row.hc_mm, row.study_date, row.ga_source, growth_standard,
+                          patient=patient)
     return row.replace(**values) if values else row
 
 
 def refresh_study(session: Session, study_uid: str, growth_standard: str) -> int:
-    """Fill the report facts of the study's stored rows with an HC; how many rows were written."""
+    """Fill the report facts of the study's stored rows with an HC, each from its own patient's reports; how many
+    rows were written."""
     rows = study_measured_rows(session, study_uid)
     if not rows:
         return 0
-    dating = study_dating(session, study_uid)
-    for m in rows:
-        values = report_facts(session, study_uid, m.hc_mm, m.study_date, m.ga_source, growth_standard, dating)
+    updated = 0
+    for m in rows:  # each row from its own patient's reports only
+        values = report_facts(session, study_uid, m.hc_mm, m.study_date, m.ga_source, growth_standard,
+                              patient=row_patient(m))
         if values:
+            if "ga_days" in values:  # a person's reviewed HC gets the new GA's centile too
+                values.update(reviewed_growth(m, values["ga_days"], values.get("ga_source"), growth_standard))
             set_report_facts(session, m.id, values)
-    return len(rows)
+            updated += 1
+    return updated
 
 
 def refresh_owing(database_url: str, growth_standard: str, limit: int = SWEEP_STUDIES) -> int:

@@ -1,0 +1,143 @@
+"""The stored scan's measured frame as a PNG, with the fitted ellipse, its axes and the plane label drawn (Pillow).
+
+The frame is read again from the job's spool or archive path through ``dicom_io`` (the reader that measured it,
+bounded by ``FETALHC_MAX_SCAN_MB``) and cropped to the calibrated region the network saw, so that the row's
+ellipse (mm from that region's top-left) lands where it was measured: pixels = mm / spacing, per axis. The
+model's ellipse is drawn in orange-red with its two axes, a reviewer's correction in green. The pixels can carry
+burned-in patient text: the routes serve this only to authenticated callers, never cached.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from db import Job, Measurement, Review, ReviewDecision
+from dicom_io.bounds import scan_budget
+from dicom_io.errors import DicomError
+from dicom_io.reader import iter_scans
+from dicom_io.scan import Scan
+from worker.api.messages import ApiError
+
+MODEL_COLOUR = (255, 77, 46)  # as the overlay PNG of /api/measure (models.geometry.overlay)
+REVIEW_COLOUR = (54, 211, 108)
+AXIS_COLOUR = (255, 214, 10)
+WIDTH_RANGE = (48, 2048)
+PRUNED_NOTE = "spool file pruned"  # worker.ops.spool_retention's note in a job's detail
+
+
+@dataclass(frozen=True)
+class EllipseMm:
+    """An ellipse in mm (centre, semi-axes, radians) as a row or a review stores it."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle: float
+
+    @classmethod
+    def of(cls, source: Measurement | Review | None) -> EllipseMm | None:
+        if source is None:
+            return None
+        values = [getattr(source, name) for name in ("center_x_mm", "center_y_mm", "semi_axis_a_mm",
+                                                     "semi_axis_b_mm", "angle_rad")]
+        return None if any(v is None or not math.isfinite(v) for v in values) else cls(*values)
+
+    def points_px(self, sx: float, sy: float, n: int = 360) -> list[tuple[float, float]]:
+        """``n`` outline points in the region's pixels (x / spacing per axis: exact for anisotropic pixels)."""
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        x = self.cx + self.a * np.cos(t) * c - self.b * np.sin(t) * s
+        y = self.cy + self.a * np.cos(t) * s + self.b * np.sin(t) * c
+        return list(zip((x / sx).tolist(), (y / sy).tolist()))
+
+    def axes_px(self, sx: float, sy: float) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+        """The major (OFD) and minor (BPD) axes as pixel segments."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        out = []
+        for length, (ux, uy) in ((self.a, (c, s)), (self.b, (-s, c))):
+            p0 = ((self.cx - length * ux) / sx, (self.cy - length * uy) / sy)
+            p1 = ((self.cx + length * ux) / sx, (self.cy + length * uy) / sy)
+            out.append((p0, p1))
+        return out
+
+
+def scan_path(row: Measurement, job: Job | None) -> Path:
+    """The file the row was measured from; 410 with the reason when it is no longer there."""
+    text = row.path or (job.path if job is not None else None)
+    if not text:
+        raise ApiError(410, "scan_gone", f"measurement {row.id} records no file to read its image from")
+    path = Path(text)
+    if not path.is_file():
+        pruned = job is not None and job.detail and PRUNED_NOTE in job.detail
+        why = ("spool retention deleted it (FETALHC_SPOOL_RETENTION_DAYS; the job's detail says when)" if pruned
+               else "it was moved or deleted since it was measured")
+        raise ApiError(410, "scan_gone", f"the scan of measurement {row.id} is no longer there: {why}")
+    return path
+
+
+def measured_frame(row: Measurement, path: Path, max_scan_mb: float) -> Scan:
+    """The frame and region the row was measured on, decoded again (422 when the file no longer reads)."""
+    region = (row.region_x0, row.region_y0, row.region_x1, row.region_y1)
+    wanted = None if any(v is None for v in region) else tuple(int(v) for v in region)  # type: ignore[arg-type]
+    try:
+        with scan_budget(max_scan_mb):
+            scans = list(iter_scans(path, [row.frame or 1]))
+    except DicomError as exc:
+        raise ApiError(422, "scan_unreadable", f"the scan of measurement {row.id} cannot be read again: "
+                       f"{exc.reason}") from None
+    for scan in scans:
+        if scan.calibration.region == wanted:
+            return scan
+    if scans:
+        return scans[0]
+    raise ApiError(422, "scan_unreadable", f"the scan of measurement {row.id} has no frame {row.frame}")
+
+
+def plane_caption(row: Measurement) -> str:
+    """The plane label (a plane classifier's, when the row has one) or the head-plane gate's score."""
+    label = next((getattr(row, n) for n in ("plane_label", "plane_class", "plane") if getattr(row, n, None)), None)
+    prob = next((getattr(row, n) for n in ("plane_probability", "plane_score", "plane_prob")
+                 if isinstance(getattr(row, n, None), (int, float))), None)
+    if label:
+        return f"plane: {label}" + (f" ({prob:.2f})" if prob is not None else "")
+    if row.head_plane_score is not None:
+        return f"head-plane score {row.head_plane_score:.2f}"
+    return ""
+
+
+def render_png(row: Measurement, scan: Scan, review: Review | None, overlay: bool = True,
+               width: int | None = None) -> bytes:
+    """The frame as PNG; with ``overlay``, the model's ellipse and axes, a correction's ellipse and a caption."""
+    image = Image.fromarray(scan.pixels).convert("RGB")
+    sx = row.spacing_mm_x or scan.calibration.spacing_mm_x
+    sy = row.spacing_mm_y or scan.calibration.spacing_mm_y
+    if overlay:
+        draw = ImageDraw.Draw(image)
+        line = max(2, round(min(image.size) / 250))
+        model = EllipseMm.of(row)
+        if model is not None:
+            draw.polygon(model.points_px(sx, sy), outline=MODEL_COLOUR, width=line)
+            for p0, p1 in model.axes_px(sx, sy):
+                draw.line([p0, p1], fill=AXIS_COLOUR, width=max(1, line // 2))
+        corrected = EllipseMm.of(review) if review is not None and review.decision == ReviewDecision.CORRECTED else None
+        if corrected is not None:
+            draw.polygon(corrected.points_px(sx, sy), outline=REVIEW_COLOUR, width=line)
+        caption = " · ".join(t for t in (plane_caption(row), f"HC {row.hc_mm:.1f} mm" if row.hc_mm else "",
+                                         f"reviewed {review.decision}" if review is not None else "") if t)
+        if caption:
+            font = ImageFont.load_default(size=max(12, image.size[0] // 45))
+            box = draw.textbbox((8, 6), caption, font=font)
+            draw.rectangle((box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 3), fill=(0, 0, 0))
+            draw.text((8, 6), caption, fill=(255, 255, 255), font=font)
+    if width is not None and width < image.size[0]:
+        image = image.resize((width, max(1, round(image.size[1] * width / image.size[0]))), Image.Resampling.BOX)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
