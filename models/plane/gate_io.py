@@ -90,18 +90,26 @@ class TrainedGate(HeadPlaneGate):
 
     def logits(self, images: Sequence[np.ndarray], ellipses_px: Sequence[Ellipse | None]) -> dict[str, np.ndarray]:
         """Each design's logit for each image."""
-        cnn = plane_logits(self.forward or self.net, images, self.input_size, self.device).astype(np.float64)
+        cnn = plane_logits(self.forward or self.net, images, self.input_size, self.device)
         feats = np.stack([skull_features(img, e) for img, e in zip(images, ellipses_px)]) if images else \
             np.zeros((0, len(FEATURES)))
-        echo = self.echo.logits(feats)
+        return self.logits_from(cnn, feats)
+
+    def logits_from(self, cnn: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Each design's logit from the CNN's logits (float32, as ``plane_logits``) and the ``FEATURES`` rows."""
+        cnn = np.asarray(cnn).astype(np.float64)
+        echo = self.echo.logits(features)
         return {"cnn": cnn, "skull_echo": echo, "fused": fuse(self.fusion, cnn, echo)}
 
     def verdicts(self, images: Sequence[np.ndarray], ellipses_px: Sequence[Ellipse | None]) -> list[PlaneVerdict]:
         """One verdict per image (see ``HeadPlaneGate``)."""
         if not images:
             return []
-        probs = sigmoid(self.logits(images, ellipses_px)[self.design])
-        return [PlaneVerdict(float(p), self.threshold) for p in probs]
+        return self.verdicts_of(self.logits(images, ellipses_px))
+
+    def verdicts_of(self, logits: dict[str, np.ndarray]) -> list[PlaneVerdict]:
+        """The verdicts of ``logits`` (``logits`` or ``logits_from``) at this gate's design and threshold."""
+        return [PlaneVerdict(float(p), self.threshold) for p in sigmoid(logits[self.design])]
 
 
 def write_gate(path: Path, net: nn.Module, input_size: tuple[int, int], net_kwargs: dict[str, Any],
