@@ -9,7 +9,9 @@ The report values come from ``dicom_io.ob_report.ObReport``; this module reads t
 * dating for a study (``study_dating``): the newest report with an EDD (GA = 280 - (EDD - date),
   source ``report_edd``), else the newest with an LMP (GA = date - LMP, ``report_lmp``), else None;
 * the sonographer's HC (``study_sonographer_hc``): from the newest report with one for that fetus;
-  without a fetus, None as soon as any report of the study has several fetuses.
+  without a fetus, None as soon as any report of the study has several fetuses;
+* each of these, given a ``patient``, reads only that patient's reports of the study (``db.conflicts.same_patient``:
+  Patient ID, and issuer and birth date where both have one), so a report naming another patient changes nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from db.conflicts import PatientIdentity
 from db.tables import ObReportFetusRow, ObReportRow, ObReportStatus
 
 GESTATION_DAYS = 280  # Naegele: EDD = LMP + 280 days, so GA on a day = 280 - (EDD - day)
@@ -54,6 +57,10 @@ class ReportLike(Protocol):
     def series_instance_uid(self) -> str: ...
     @property
     def patient_id(self) -> str: ...
+    @property
+    def issuer_of_patient_id(self) -> str: ...
+    @property
+    def patient_birth_date(self) -> dt.date | None: ...
     @property
     def accession_number(self) -> str: ...
     @property
@@ -158,6 +165,8 @@ def upsert_ob_report(session: Session, report: ReportLike, path: str | None = No
     values: dict[str, Any] = {
         "sop_instance_uid": report.sop_instance_uid, "study_instance_uid": report.study_instance_uid,
         "series_instance_uid": _blank(report.series_instance_uid), "patient_id": _blank(report.patient_id),
+        "issuer_of_patient_id": _blank(getattr(report, "issuer_of_patient_id", "")),
+        "patient_birth_date": getattr(report, "patient_birth_date", None),
         "accession_number": _blank(report.accession_number), "study_date": report.study_date,
         "content_datetime": report.content_datetime, "lmp": report.lmp, "edd": report.edd,
         "edd_from_lmp": report.edd_from_lmp, "ga_days_at_report": report.ga_days_at_report,
@@ -217,29 +226,46 @@ def ob_report_fetuses(session: Session, report_id: int) -> list[ObReportFetusRow
     return list(session.scalars(stmt.order_by(ObReportFetusRow.fetus_number)))
 
 
-def _readable_reports(study_uid: str) -> Select[tuple[ObReportRow]]:
-    """The study's reports that were read, newest first (the report's own time, then arrival)."""
-    return (select(ObReportRow)
-            .where(ObReportRow.study_instance_uid == study_uid, ObReportRow.status != ObReportStatus.MALFORMED.value)
+def patient_of_report(patient: PatientIdentity) -> ColumnElement[bool]:
+    """SQL: a stored report names ``patient`` (``db.conflicts.same_patient``; NULL reads as empty / not given)."""
+    clauses = [func.coalesce(ObReportRow.patient_id, "") == patient.patient_id]
+    if patient.issuer:
+        clauses.append(or_(func.coalesce(ObReportRow.issuer_of_patient_id, "") == "",
+                           ObReportRow.issuer_of_patient_id == patient.issuer))
+    if patient.birth_date is not None:
+        clauses.append(or_(ObReportRow.patient_birth_date.is_(None), ObReportRow.patient_birth_date == patient.birth_date))
+    return and_(*clauses)
+
+
+def _readable_reports(study_uid: str, patient: PatientIdentity | None = None) -> Select[tuple[ObReportRow]]:
+    """The study's reports that were read (of ``patient`` when given), newest first (the report's own time, then
+    arrival)."""
+    stmt = select(ObReportRow).where(ObReportRow.study_instance_uid == study_uid,
+                                     ObReportRow.status != ObReportStatus.MALFORMED.value)
+    if patient is not None:
+        stmt = stmt.where(patient_of_report(patient))
+    return (stmt
             .order_by(ObReportRow.content_datetime.desc().nulls_last(), ObReportRow.received_at.desc(),
                       ObReportRow.id.desc()))
 
 
-def study_fetus_count(session: Session, study_uid: str) -> int | None:
-    """The most fetuses any read report of the study gives (None: no report read for it)."""
+def study_fetus_count(session: Session, study_uid: str, patient: PatientIdentity | None = None) -> int | None:
+    """The most fetuses any read report of the study (of ``patient`` when given) gives (None: no report read)."""
     stmt = select(func.max(ObReportRow.fetus_count)).where(
         ObReportRow.study_instance_uid == study_uid, ObReportRow.status != ObReportStatus.MALFORMED.value)
+    if patient is not None:
+        stmt = stmt.where(patient_of_report(patient))
     count = session.scalar(stmt)
     return None if count is None else int(count)
 
 
-def study_dating(session: Session, study_uid: str) -> StudyDating | None:
+def study_dating(session: Session, study_uid: str, patient: PatientIdentity | None = None) -> StudyDating | None:
     """The study's dating from its reports: EDD first (``report_edd``), else LMP (``report_lmp``), else None.
 
     EDD is the dating the clinicians used (GA = 280 - (EDD - study date)); the newest report that has
     one wins, then the newest with an LMP (GA = study date - LMP).
     """
-    reports = list(session.scalars(_readable_reports(study_uid)))
+    reports = list(session.scalars(_readable_reports(study_uid, patient)))
     if not reports:
         return None
     fetus_count = max(r.fetus_count or 1 for r in reports)
@@ -258,19 +284,22 @@ def study_dating(session: Session, study_uid: str) -> StudyDating | None:
     return None
 
 
-def study_sonographer_hc(session: Session, study_uid: str, fetus: int | str | None = None) -> SonographerBiometry | None:
+def study_sonographer_hc(session: Session, study_uid: str, fetus: int | str | None = None,
+                         patient: PatientIdentity | None = None) -> SonographerBiometry | None:
     """The sonographer's HC for the study (and fetus: its number, 1-based, or its Fetus ID), or None.
 
     None when no read report of the study has an HC for that fetus, and, without ``fetus``, when the
     study has several fetuses (any report says so): one fetus's HC is never given to another's image.
     """
-    fetus_count = study_fetus_count(session, study_uid)
+    fetus_count = study_fetus_count(session, study_uid, patient)
     if fetus_count is None or (fetus is None and fetus_count > 1):
         return None
     stmt = (select(ObReportFetusRow, ObReportRow)
             .join(ObReportRow, ObReportFetusRow.report_id == ObReportRow.id)
             .where(ObReportRow.study_instance_uid == study_uid,
                    ObReportRow.status != ObReportStatus.MALFORMED.value, ObReportFetusRow.hc_mm.is_not(None)))
+    if patient is not None:
+        stmt = stmt.where(patient_of_report(patient))
     if isinstance(fetus, int):
         stmt = stmt.where(ObReportFetusRow.fetus_number == fetus)
     elif isinstance(fetus, str):

@@ -40,6 +40,8 @@ class MeasurementRow(Mapping[str, Any]):
     sop_class_uid: str | None = None
     accession_number: str | None = None
     patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    patient_birth_date: dt.date | None = None
     study_date: dt.date | None = None
     path: str | None = None
     job_id: int | None = None

@@ -125,6 +125,10 @@ class Measurement(Base):
     sop_class_uid: Mapped[str | None] = mapped_column(String(64))
     accession_number: Mapped[str | None] = mapped_column(String(64))
     patient_id: Mapped[str | None] = mapped_column(String(64))
+    # (0010,0021) Issuer of Patient ID and (0010,0030) Patient's Birth Date, so that a report is applied only to
+    # rows of its own patient (migration 0009; NULL on rows measured before)
+    issuer_of_patient_id: Mapped[str | None] = mapped_column(String(64))
+    patient_birth_date: Mapped[dt.date | None] = mapped_column(Date)
     study_date: Mapped[dt.date | None] = mapped_column(Date)
     path: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(Integer)
@@ -219,6 +223,8 @@ class ObReportRow(Base):
     study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
     series_instance_uid: Mapped[str | None] = mapped_column(String(64))
     patient_id: Mapped[str | None] = mapped_column(String(64))
+    issuer_of_patient_id: Mapped[str | None] = mapped_column(String(64))  # migration 0009
+    patient_birth_date: Mapped[dt.date | None] = mapped_column(Date)  # migration 0009
     accession_number: Mapped[str | None] = mapped_column(String(64))
     study_date: Mapped[dt.date | None] = mapped_column(Date)
     content_datetime: Mapped[dt.datetime | None] = mapped_column(DateTime)  # the report's own (0008,0023/0033)
@@ -312,3 +318,35 @@ class Review(Base):
 
 
 REVIEW_COLUMNS: tuple[str, ...] = tuple(c.name for c in Review.__table__.columns)
+
+
+class ConflictReason(StrEnum):
+    """Why an arrival was kept aside as a conflict (``intake_conflicts.reason``)."""
+
+    OTHER_PATIENT = "other_patient"  # an instance already received, again, with another patient's identity
+    OTHER_PIXELS = "other_pixels"  # the same patient, other pixel data
+    REPORT_OTHER_PATIENT = "report_other_patient"  # an OB-GYN report naming a study of another patient
+
+
+class IntakeConflict(Base):
+    """An arrival that contradicts what was received before under the same UID: kept, recorded, not applied.
+
+    An instance received again with another patient's identity or other pixels is kept beside the first copy
+    (``kept_path``) and not measured, so a finished result is never replaced by someone else's data; a report
+    whose patient is not the study's changes none of its rows. Both patients' IDs are here, never in a log.
+    """
+
+    __tablename__ = "intake_conflicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))  # live | watch | backfill | cli | report
+    reason: Mapped[str] = mapped_column(String(32))  # ConflictReason
+    detail: Mapped[str | None] = mapped_column(Text)
+    kept_path: Mapped[str | None] = mapped_column(Text)  # the copy that arrived (never applied)
+    existing_path: Mapped[str | None] = mapped_column(Text)  # what was there before
+    patient_id_existing: Mapped[str | None] = mapped_column(String(64))
+    patient_id_received: Mapped[str | None] = mapped_column(String(64))
+    job_id: Mapped[int | None] = mapped_column(Integer)  # the arrival's job (failed, reason ``conflict``)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())

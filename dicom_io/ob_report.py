@@ -54,6 +54,7 @@ from pydicom.sequence import Sequence
 
 from dicom_io.errors import MalformedReportError, UnsupportedImageError
 from dicom_io.frames import PARSE_ERRORS
+from dicom_io.text import clean_text
 
 # (0008,0016) SOP Class UIDs of the SR classes a TID 5000 report is stored in.
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -147,6 +148,8 @@ class ObReport:
     series_instance_uid: str = ""
     sop_class_uid: str = ""
     patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_birth_date: dt.date | None = None
     accession_number: str = ""
     study_date: dt.date | None = None
     content_datetime: dt.datetime | None = None  # (0008,0023)/(0008,0033): when the report was made
@@ -205,9 +208,9 @@ def _first_code(ds: Dataset, keyword: str) -> Code | None:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
+    """A text attribute without padding, NUL or other control characters (``dicom_io.text``)."""
     try:
-        value = ds.get(keyword)
-        return "" if value is None else str(value).strip("\x00 ")
+        return clean_text(ds.get(keyword))[0]
     except PARSE_ERRORS:
         return ""
 
@@ -341,6 +344,7 @@ def parse_ob_report(ds: Dataset) -> ObReport:
     return ObReport(
         sop_instance_uid=sop_uid, study_instance_uid=study_uid, series_instance_uid=_text(ds, "SeriesInstanceUID"),
         sop_class_uid=_text(ds, "SOPClassUID"), patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"), patient_birth_date=_date(_text(ds, "PatientBirthDate")),
         accession_number=_text(ds, "AccessionNumber"), study_date=study_date, content_datetime=content_dt,
         lmp=lmp, edd=edd, edd_from_lmp=edd_from_lmp, ga_days_at_report=ga_days, ga_kind=ga_kind,
         fetuses=fetuses, declared_fetuses=declared, manufacturer=_text(ds, "Manufacturer"),

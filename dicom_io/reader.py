@@ -34,6 +34,7 @@ from dicom_io.deflate import read_deflated, read_deflated_header
 from dicom_io.frames import PARSE_ERRORS, FramePlan, frame_count, number_attribute, plan_frames
 from dicom_io.errors import DicomError, UnsupportedImageError
 from dicom_io.scan import Calibration, Scan
+from dicom_io.text import clean_text
 from dicom_io.video import is_video_syntax, iter_video_frames
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ MIN_SIDE_PX = 32
 MAX_FRAMES = 2000
 # Walking the fragments of encapsulated pixel data stops here (a cine has one or a few per frame).
 MAX_FRAGMENTS = 100_000
+# Header element values longer than this are not read while parsing (pydicom reads them from the file if they are
+# ever used); the header's size is counted against the scan budget instead (``_check_decode_budget``).
+DEFER_BYTES = 1 << 20
 
 # Pinned decoder plugin per compressed transfer syntax (all from pylibjpeg, pinned in pyproject.toml):
 # pylibjpeg-libjpeg (JPEG baseline/extended/lossless, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000, HTJ2K),
@@ -135,8 +139,18 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False) -> Dataset:
 def read_sop_identity(source: str | Path | bytes) -> tuple[str, str]:
     """(0008,0016) SOP Class UID and (0008,0018) SOP Instance UID of a DICOM file (a path, or its bytes).
 
-    Reads no further than group 0008 (a deflated file: at most ``dicom_io.deflate.HEADER_BYTES``
-    inflated), so a huge or hostile instance costs nothing here.
+    Reads no further than group 0008 (``read_group_0008``), so a huge or hostile instance costs nothing here.
+
+    Raises:
+        DicomError: ``not_dicom``, ``corrupt_dicom``, ``truncated``.
+    """
+    ds = read_group_0008(source)
+    return _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
+
+
+def read_group_0008(source: str | Path | bytes) -> Dataset:
+    """The file meta and the elements up to group 0008 (UIDs, dates, modality) of a DICOM file (a path, or its
+    bytes); a deflated file inflated at most ``dicom_io.deflate.HEADER_BYTES``, never whole.
 
     Raises:
         DicomError: ``not_dicom``, ``corrupt_dicom``, ``truncated``.
@@ -148,11 +162,10 @@ def read_sop_identity(source: str | Path | bytes) -> tuple[str, str]:
     try:
         meta = _deflated_meta(f, Path(name))
         if meta is not None:
-            ds = read_deflated_header(f, meta, name).dataset
-        else:
-            f.seek(0)
-            ds = pydicom.filereader.read_partial(f, stop_when=lambda tag, vr, length: tag.group > 0x0008)
-        return _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
+            return read_deflated_header(f, meta, name).dataset
+        f.seek(0)
+        return pydicom.filereader.read_partial(f, stop_when=lambda tag, vr, length: tag.group > 0x0008,
+                                               defer_size=DEFER_BYTES)
     except InvalidDicomError as exc:
         raise DicomError(f"{name} is not a DICOM file: {exc}", reason="not_dicom") from exc
     except DicomError:
@@ -191,7 +204,7 @@ def _parse(f: BinaryIO, path: Path, size: int) -> Dataset:
         return read_deflated_header(f, meta, path.name).dataset
     f.seek(0)
     try:
-        ds = pydicom.dcmread(f, stop_before_pixels=True, force=force)
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=force, defer_size=DEFER_BYTES)
     except InvalidDicomError as exc:
         raise DicomError(f"{path.name} is not a DICOM file: {exc}", reason="not_dicom") from exc
     except PARSE_ERRORS as exc:
@@ -607,28 +620,95 @@ def parse_date(value: object) -> dt.date | None:
         return None
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def _text(ds: Dataset, keyword: str, cleaned: list[str] | None = None) -> str:
+    """A text attribute without padding or control characters (``dicom_io.text``); ``cleaned`` gets the keyword
+    when control characters were removed."""
     try:
-        return str(ds.get(keyword, "") or "").strip("\x00 ")
+        text, changed = clean_text(ds.get(keyword, "") or "")
     except PARSE_ERRORS:
         return ""
+    if changed and cleaned is not None:
+        cleaned.append(keyword)
+    return text
+
+
+def _date(ds: Dataset, keyword: str) -> dt.date | None:
+    try:
+        return parse_date(ds.get(keyword))
+    except PARSE_ERRORS:
+        return None
 
 
 def _identity(ds: Dataset) -> dict[str, object]:
     """Identity attributes copied to every Scan (each read defensively: bad values become blank)."""
-    def date(keyword: str) -> dt.date | None:
-        try:
-            return parse_date(ds.get(keyword))
-        except PARSE_ERRORS:
-            return None
+    cleaned: list[str] = []
+    identity: dict[str, object] = {
+        keyword: _text(ds, name, cleaned) for keyword, name in (
+            ("sop_instance_uid", "SOPInstanceUID"), ("sop_class_uid", "SOPClassUID"),
+            ("series_instance_uid", "SeriesInstanceUID"), ("study_instance_uid", "StudyInstanceUID"),
+            ("accession_number", "AccessionNumber"), ("patient_id", "PatientID"),
+            ("issuer_of_patient_id", "IssuerOfPatientID"), ("manufacturer", "Manufacturer"))}
+    identity.update({"study_date": _date(ds, "StudyDate"), "last_menstrual_date": _date(ds, "LastMenstrualDate"),
+                     "patient_birth_date": _date(ds, "PatientBirthDate"), "text_cleaned": bool(cleaned)})
+    if cleaned:
+        log.info("control characters removed from %s at read time", ", ".join(cleaned))
+    return identity
 
-    return {
-        "sop_instance_uid": _text(ds, "SOPInstanceUID"), "sop_class_uid": _text(ds, "SOPClassUID"),
-        "series_instance_uid": _text(ds, "SeriesInstanceUID"), "study_instance_uid": _text(ds, "StudyInstanceUID"),
-        "accession_number": _text(ds, "AccessionNumber"), "patient_id": _text(ds, "PatientID"),
-        "study_date": date("StudyDate"), "last_menstrual_date": date("LastMenstrualDate"),
-        "manufacturer": _text(ds, "Manufacturer"),
-    }
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    """Who and what an instance is, read with a bounded header parse: its UIDs, its patient, its pixels.
+
+    ``pixel_digest``: SHA-256 of the file from its pixel data element to its end (a deflated file, or one without
+    pixel data: of the whole file), so two copies of an instance can be told apart by their pixels alone.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_birth_date: dt.date | None
+    pixel_digest: str
+
+
+def read_instance_identity(source: str | Path | bytes, pixels: bool = False) -> InstanceIdentity:
+    """The ``InstanceIdentity`` of a DICOM file (a path, or its bytes); the header is parsed as ``read_header``
+    does (a deflated one inflated no further than ``dicom_io.deflate.HEADER_BYTES``, long values not read).
+    ``pixels``: also digest the pixel data (the file is read to its end); else ``pixel_digest`` is empty.
+
+    Raises:
+        DicomError: ``missing_file``, ``not_dicom``, ``truncated``, ``corrupt_dicom``.
+    """
+    import hashlib
+    import io
+
+    if isinstance(source, bytes):
+        f: BinaryIO = io.BytesIO(source)
+        path, size = Path("data set"), len(source)
+        if not size:
+            raise DicomError("an empty data set is not DICOM", reason="not_dicom")
+    else:
+        path = Path(source)
+        size = _check_file(path)
+        f = open(path, "rb")
+    try:
+        ds = _parse(f, path, size)
+        meta = getattr(ds, "file_meta", None)
+        deflated = str(getattr(meta, "TransferSyntaxUID", "") or "").strip("\x00 ") == pdu.DeflatedExplicitVRLittleEndian
+        start = 0 if deflated else f.tell()
+        if start >= size:
+            start = 0  # no pixel data: the whole file
+        digest = hashlib.sha256()
+        if pixels:
+            f.seek(start)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return InstanceIdentity(_text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID"), _text(ds, "StudyInstanceUID"),
+                                _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID"), _date(ds, "PatientBirthDate"),
+                                digest.hexdigest() if pixels else "")
+    finally:
+        f.close()
 
 
 def _check_decode_budget(header: Header, budget: int) -> None:

@@ -61,12 +61,15 @@ class Scan:
     study_instance_uid: str = ""
     accession_number: str = ""
     patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_birth_date: dt.date | None = None
     study_date: dt.date | None = None
     last_menstrual_date: dt.date | None = None
     frame: int = 1
     frames_in_instance: int = 1
     origin_xy: tuple[int, int] = (0, 0)
     manufacturer: str = ""
+    text_cleaned: bool = False  # control characters were removed from a text element (dicom_io.text)
 
     def __post_init__(self) -> None:
         if not isinstance(self.pixels, np.ndarray) or self.pixels.ndim != 2:

@@ -66,14 +66,14 @@ def _legacy_database(url: str) -> None:
 
 
 def test_the_baseline_is_the_first_revision_and_head_is_later() -> None:
-    assert BASELINE == "0001" and head_revision() == "0008"
+    assert BASELINE == "0001" and head_revision() == "0009"
 
 
 def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
     assert current_revision(empty_url) is None
     assert upgrade(empty_url) == head_revision()
     assert current_revision(empty_url) == head_revision()
-    assert _tables(empty_url) == {"jobs", "measurements", "ob_reports", "ob_report_fetuses", "reviews",
+    assert _tables(empty_url) == {"jobs", "intake_conflicts", "measurements", "ob_reports", "ob_report_fetuses", "reviews",
                                   "alembic_version"}
     inspector = inspect(get_engine(empty_url))
     assert {i["name"] for i in inspector.get_indexes("measurements")} >= {
@@ -381,11 +381,12 @@ def test_0008_adds_reviews_keeps_rows_and_downgrades(empty_url: str) -> None:
     with get_engine(empty_url).begin() as conn:
         command.upgrade(alembic_config(conn), "0008")
     assert current_revision(empty_url) == "0008"
-    assert schema_differences(get_engine(empty_url)) == []
     inspector = inspect(get_engine(empty_url))
     assert [(f["referred_table"], f["constrained_columns"], f["options"].get("ondelete"))
             for f in inspector.get_foreign_keys("reviews")] == [("measurements", ["measurement_id"], "SET NULL")]
     assert {i["name"] for i in inspector.get_indexes("reviews")} >= {"ix_reviews_measurement", "ix_reviews_decided_at"}
+    assert upgrade(empty_url) == head_revision()  # the ORM below reads every column of today's schema
+    assert schema_differences(get_engine(empty_url)) == []
     with session_scope(empty_url) as s:
         row = s.scalars(select(Measurement)).one()
         assert (row.review_decision, row.reviewed_by, row.reviewed_hc_mm) == (None, None, None)
@@ -411,3 +412,49 @@ def test_0008_adds_reviews_keeps_rows_and_downgrades(empty_url: str) -> None:
     assert {"review_decision", "reviewed_by", "reviewed_at", "reviewed_hc_mm"}.isdisjoint(columns)
     with get_engine(empty_url).connect() as conn:
         assert conn.execute(text("SELECT sop_instance_uid, hc_mm FROM measurements")).all() == [("1.2.17", 171.5)]
+
+
+def test_0009_adds_intake_conflicts_and_patient_columns_keeps_rows_and_downgrades(empty_url: str) -> None:
+    """From 0008 with a measured row and a report: ``intake_conflicts`` appears, the issuer and birth date columns
+    read NULL on the rows kept; a conflict is recorded with both patients' IDs; 0008 again drops them, rows kept."""
+    from alembic import command
+
+    from db.conflicts import list_conflicts, record_conflict
+    from db.migrate import alembic_config
+    from db.tables import ObReportRow
+
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0008")
+        conn.execute(text("INSERT INTO measurements (sop_instance_uid, frame, model_version, status, hc_mm, "
+                          "patient_id, created_at, updated_at) VALUES ('1.2.19', 1, 'v1', 'measured', 171.5, "
+                          "'P-1', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO ob_reports (sop_instance_uid, study_instance_uid, patient_id, status, "
+                          "received_at, created_at, updated_at) VALUES ('1.2.20', '1.2.21', 'P-1', 'parsed', "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    assert "intake_conflicts" not in _tables(empty_url)
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.upgrade(alembic_config(conn), "0009")
+    assert current_revision(empty_url) == "0009"
+    with session_scope(empty_url) as s:
+        assert s.execute(select(Measurement.patient_id, Measurement.issuer_of_patient_id,
+                                Measurement.patient_birth_date)).all() == [("P-1", None, None)]
+        assert s.execute(select(ObReportRow.issuer_of_patient_id, ObReportRow.patient_birth_date)).all() == [
+            (None, None)]
+        record_conflict(s, sop_instance_uid="1.2.19", source="live", reason="other_patient", kept_path="/x",
+                        patient_id_existing="P-1", patient_id_received="P-2", job_id=7)
+    with session_scope(empty_url) as s:
+        [conflict] = list_conflicts(s)
+        assert (conflict["patient_id_existing"], conflict["patient_id_received"], conflict["job_id"]) == (
+            "P-1", "P-2", 7)
+        assert conflict["created_at"] is not None
+    assert upgrade(empty_url) == head_revision()
+    assert schema_differences(get_engine(empty_url)) == []
+    dispose_all()
+    with get_engine(empty_url).begin() as conn:
+        command.downgrade(alembic_config(conn), "0008")
+    assert "intake_conflicts" not in _tables(empty_url)
+    columns = {c["name"] for c in inspect(get_engine(empty_url)).get_columns("measurements")}
+    assert "issuer_of_patient_id" not in columns and "hc_mm" in columns
+    with get_engine(empty_url).connect() as conn:
+        assert conn.execute(text("SELECT patient_id FROM measurements")).scalars().all() == ["P-1"]

@@ -29,13 +29,14 @@ def open_source(spec: str, settings: Settings, retrieve: str = "get", move_ae: s
     if spec.startswith(("http://", "https://")):
         from worker.backfill.dicomweb import DicomwebSource, dicomweb_session
 
-        return DicomwebSource(spec, settings.spool_dir, session=dicomweb_session(settings))
+        return DicomwebSource(spec, settings.spool_dir, session=dicomweb_session(settings),
+                              max_instance_bytes=int(settings.max_instance_mb * (1 << 20)))
     if spec.startswith("dimse://") or ("@" in spec and not Path(spec).exists()):
         from worker.backfill.dimse import DimseSource
 
         called, host, port = parse_dimse_url(spec)
         return DimseSource(host, port, called, settings.ae_title, settings.spool_dir, retrieve=retrieve,
-                           move_ae=move_ae, move_port=move_port)
+                           move_ae=move_ae, move_port=move_port, settings=settings)
     from worker.backfill.folder import FolderSource
 
     return FolderSource(Path(spec))

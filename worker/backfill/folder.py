@@ -1,4 +1,9 @@
-"""Backfill source: a folder tree (recursive, DICOMDIR-aware); files are queued where they lie."""
+"""Backfill source: a folder tree (recursive, DICOMDIR-aware); files are queued where they lie.
+
+Each file's header is read only up to group 0008 (``dicom_io.reader.read_group_0008``: a deflated file is never
+inflated whole), and the runner takes each file in by the one intake rule (``worker.ingest.intake``: its own
+UIDs, ``FETALHC_MAX_INSTANCE_MB``, conflicts with an instance already received).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,13 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 
+from dicom_io.errors import DicomError
+from dicom_io.reader import read_group_0008
 from worker.backfill.runner import Candidate
 from worker.ingest.intake import is_intake_class
 
 log = logging.getLogger(__name__)
 
-_HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyDate"]
 _READ_ERRORS = (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError, OSError)
 
 
@@ -52,6 +58,7 @@ class FolderSource:
             raise FileNotFoundError(f"backfill folder {root} does not exist or is not a folder")
         self.root = root
         self.label = "folder"
+        self.in_place = True  # files are measured where they lie (not copied to the spool)
 
     def candidates(self, since: dt.date | None, until: dt.date | None,
                    skip: Callable[[str], None]) -> Iterator[Candidate]:
@@ -75,8 +82,11 @@ class FolderSource:
 
     def _from_file(self, path: Path, skip: Callable[[str], None]) -> Candidate | None:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        except _READ_ERRORS:
+            if not path.is_file() or path.is_symlink() and not path.resolve().is_relative_to(self.root.resolve()):
+                skip("not_a_regular_file")  # a FIFO, a device, or a link out of the folder: never opened
+                return None
+            ds = read_group_0008(path)
+        except (DicomError, *_READ_ERRORS):
             skip("not_dicom")
             return None
         sop_class = str(ds.get("SOPClassUID", "") or "")

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from worker.core.settings import Settings
+from worker.ingest.intake import ArrivalRefused, accept_instance, verify_arrival
 from worker.queue.celery_app import BACKFILL_QUEUE
-from worker.queue.enqueue import enqueue_one
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class Source(Protocol):
         ...
 
     def fetch(self, candidate: Candidate) -> Path:
-        """A local, durable file holding the instance (raises on failure)."""
+        """A local file holding the instance (raises on failure): the source's own file when ``in_place``, else a
+        staged copy that the runner removes once it is taken in."""
         ...
 
     def close(self) -> None:
@@ -237,9 +238,26 @@ def run_backfill(settings: Settings, source: Source, since: dt.date | None = Non
                                 getattr(exc, "reason", "-"))
                     refresh()
                     continue
-                _, sent = enqueue_one(settings, path, BACKFILL_QUEUE, SOURCE, sop_instance_uid=uid)
+                in_place = bool(getattr(source, "in_place", False))
+                try:  # the one intake rule of every path in (worker.ingest.intake)
+                    verify_arrival(settings, path, cand.sop_class_uid if in_place else None, uid)
+                    intake = accept_instance(settings, uid, path, SOURCE, BACKFILL_QUEUE, in_place=in_place)
+                except ArrivalRefused as exc:
+                    summary.failed += 1
+                    summary.failures[exc.reason] += 1
+                    log.warning("refused scan %d of this run (%s)", summary.found, exc.reason)
+                    refresh()
+                    continue
+                finally:
+                    if not in_place:
+                        path.unlink(missing_ok=True)  # staged by fetch: taken in (copied) or refused
+                if intake.conflict is not None:
+                    summary.failed += 1
+                    summary.failures["conflict"] += 1
+                    refresh()
+                    continue
                 throttle.queued()
-                if sent:
+                if intake.queued:
                     summary.queued += 1
                 else:
                     summary.deferred += 1

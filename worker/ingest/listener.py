@@ -38,10 +38,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_io.errors import DicomError
 from dicom_io.ob_report import OB_REPORT_SOP_CLASSES, is_ob_report
-from dicom_io.reader import read_dataset, read_sop_identity
+from dicom_io.reader import read_dataset
 from worker.core.peers import AllowedCallers, parse_allowed_callers
 from worker.core.settings import Settings
-from worker.ingest.intake import INTAKE_SOP_CLASSES, accept_instance, is_intake_class
+from worker.ingest.intake import INTAKE_SOP_CLASSES, ArrivalRefused, accept_instance, is_intake_class, verify_arrival
 from worker.ingest.peer_guard import GuardedServer, PeerLimits, start_guarded_server
 from worker.ingest.spool import is_valid_uid, received_file
 from worker.queue.celery_app import LIVE_QUEUE
@@ -60,6 +60,10 @@ INSTANCE_MISMATCH = 0xC001  # Error, cannot understand (C000-CFFF): the data set
 # user, "calling AE title not recognised" (0x03) for a title, "no reason given" (0x01) for a network.
 REJECT_PERMANENT, REJECT_BY_USER, CALLING_AE_NOT_RECOGNISED, NO_REASON = 0x01, 0x01, 0x03, 0x01
 SOP_CLASS_NOT_SUPPORTED = 0x0122  # Refused, SOP class not supported (ACCEPT_OTHER=refuse)
+# What each refusal of ``worker.ingest.intake.verify_arrival`` is answered with.
+REFUSAL_STATUS = {"invalid_uid": DATASET_MISMATCH, "sop_class_mismatch": DATASET_MISMATCH,
+                  "not_intake_class": DATASET_MISMATCH, "instance_mismatch": INSTANCE_MISMATCH,
+                  "unreadable": CANNOT_UNDERSTAND, "too_large": CANNOT_UNDERSTAND}
 
 
 def handle_echo(event: evt.Event) -> int:
@@ -97,17 +101,11 @@ def _store(event: evt.Event, received: Path | None, settings: Settings, source: 
             log.error("could not encode a received instance")
             return CANNOT_UNDERSTAND  # the data set could not be turned into a file
     try:
-        dataset_class, dataset_uid = read_sop_identity(data)
-    except DicomError as exc:
-        log.warning("refused a received instance that cannot be parsed (%s)", exc.reason)
-        return CANNOT_UNDERSTAND  # the data set could not be parsed
-    if dataset_class != sop_class:
-        log.warning("refused an instance whose SOP Class UID is not the one its C-STORE request announced")
-        return DATASET_MISMATCH  # the data set is not of the SOP class it was sent as
-    if dataset_uid != sop_uid:
-        log.warning("refused an instance whose SOP Instance UID is not the one its C-STORE request announced")
-        return INSTANCE_MISMATCH  # stored under the wrong name it would replace another instance's file
-    if sop_class in OB_REPORT_SOP_CLASSES and not _is_ob_report_file(data):
+        verify_arrival(settings, data, sop_class, sop_uid)  # the same checks as every other way in
+    except ArrivalRefused as exc:
+        log.warning("refused a received instance: %s", exc)
+        return REFUSAL_STATUS.get(exc.reason, CANNOT_UNDERSTAND)
+    if sop_class in OB_REPORT_SOP_CLASSES and _is_ob_report_file(data) is False:
         if settings.accept_other == "refuse":
             return SOP_CLASS_NOT_SUPPORTED  # an SR, but not an OB-GYN report: not wanted here
         log.info("ignored an SR that is not an OB-GYN report")
@@ -124,16 +122,19 @@ def _store(event: evt.Event, received: Path | None, settings: Settings, source: 
     return SUCCESS  # the file is fsynced and the job committed
 
 
-def _is_ob_report_file(data: bytes | Path) -> bool:
-    """True when a received SR is an OB-GYN report (its header: ``dicom_io.ob_report.is_ob_report``)."""
+def _is_ob_report_file(data: bytes | Path) -> bool | None:
+    """Whether a received SR is an OB-GYN report (its header: ``dicom_io.ob_report.is_ob_report``); None when its
+    header cannot be read (nested too deep, malformed): it is taken in, and the worker records why it failed."""
     try:
         if isinstance(data, bytes):
             return is_ob_report(dcmread(BytesIO(data), stop_before_pixels=True))
         return is_ob_report(read_dataset(data, stop_before_pixels=True))
+    except RecursionError:
+        return None
     except DicomError:
-        return False
-    except Exception:  # noqa: BLE001 - whatever pydicom raises on bytes it cannot parse: not a report
-        return False
+        return None
+    except Exception:  # noqa: BLE001 - whatever pydicom raises on bytes it cannot parse
+        return None
 
 
 def handle_requested(event: evt.Event, callers: AllowedCallers) -> None:

@@ -30,6 +30,7 @@ from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
 from dicom_io.reader import open_scans, parse_date, read_dataset
+from dicom_io.text import TEXT_CLEANED_FLAG, clean_text
 from models.errors import FetalHCError, MeasurementError, NotHeadPlane
 from models.geometry.biometry import Biometry
 from models.plane.gating import finish_gated
@@ -223,7 +224,8 @@ def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
             "sop_instance_uid": scan.sop_instance_uid, "frame": scan.frame,
             "series_instance_uid": scan.series_instance_uid, "study_instance_uid": scan.study_instance_uid,
             "sop_class_uid": scan.sop_class_uid, "accession_number": scan.accession_number,
-            "patient_id": scan.patient_id, "study_date": scan.study_date,
+            "patient_id": scan.patient_id, "issuer_of_patient_id": scan.issuer_of_patient_id or None,
+            "patient_birth_date": scan.patient_birth_date, "study_date": scan.study_date,
             "spacing_mm_x": cal.spacing_mm_x, "spacing_mm_y": cal.spacing_mm_y, "spacing_source": cal.source.value,
             "region_x0": region[0], "region_y0": region[1], "region_x1": region[2], "region_y1": region[3],
         })
@@ -254,6 +256,8 @@ def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
                     "detail": "; ".join([str(error), *_frame_notes(item)])})
         if scan is None:
             row.update(_header_identity(item.path))
+    if row.pop("text_cleaned", False) or (scan is not None and scan.text_cleaned):  # NUL or controls removed
+        row["flags"] = ",".join(f for f in (row.get("flags"), TEXT_CLEANED_FLAG) if f)
     return MeasurementRow.of(**row)
 
 
@@ -282,15 +286,23 @@ def _header_identity(path: Path) -> dict[str, Any]:
         ds = read_dataset(path, stop_before_pixels=True)
     except FetalHCError:
         return {}
-    uid = str(ds.get("SOPInstanceUID", "") or "")
+    cleaned = False
+
+    def text(keyword: str) -> str:  # NUL and control characters removed (dicom_io.text), as for a Scan
+        nonlocal cleaned
+        value, changed = clean_text(ds.get(keyword, "") or "")
+        cleaned = cleaned or changed
+        return value
+
+    uid = text("SOPInstanceUID")
     if not uid:
         return {}
     return {
-        "sop_instance_uid": uid, "frame": 1, "series_instance_uid": str(ds.get("SeriesInstanceUID", "") or ""),
-        "study_instance_uid": str(ds.get("StudyInstanceUID", "") or ""),
-        "sop_class_uid": str(ds.get("SOPClassUID", "") or ""),
-        "accession_number": str(ds.get("AccessionNumber", "") or ""),
-        "patient_id": str(ds.get("PatientID", "") or ""), "study_date": parse_date(ds.get("StudyDate")),
+        "sop_instance_uid": uid, "frame": 1, "series_instance_uid": text("SeriesInstanceUID"),
+        "study_instance_uid": text("StudyInstanceUID"), "sop_class_uid": text("SOPClassUID"),
+        "accession_number": text("AccessionNumber"), "patient_id": text("PatientID"),
+        "issuer_of_patient_id": text("IssuerOfPatientID") or None, "study_date": parse_date(ds.get("StudyDate")),
+        "patient_birth_date": parse_date(ds.get("PatientBirthDate")), "text_cleaned": cleaned,
     }
 
 

@@ -35,7 +35,7 @@ def test_report_and_image_through_listener_and_task_then_the_sweep_repairs_a_rac
     study = generate_uid()
     phantom = make_phantom(shape=(240, 320), hc_mm=170.0, spacing_mm=0.2, seed=3)
     image = write_us_image(tmp_path / "image.dcm", phantom.image, phantom.spacing_mm,
-                           identity=ScanIdentity(study_date=DAY, study_uid=study))
+                           identity=ScanIdentity(patient_id="P1", study_date=DAY, study_uid=study))  # the report's
     report = write_ob_report(tmp_path / "report.dcm", study_uid=study, study_date=DAY, edd=EDD,
                              fetuses=(Fetus(hc_mm=171.0),))
     port = free_port()
