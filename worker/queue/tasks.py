@@ -1,7 +1,11 @@
-"""Thin Celery tasks: take job ids and paths, call the pipeline; retries only for transient errors.
+"""Thin Celery tasks: take job ids, call the pipeline; retries only for transient errors.
 
 Every task is idempotent, so a redelivered or duplicated message is harmless: finished jobs are
 skipped, and measurements are upserts keyed by (SOP Instance UID, frame, model version).
+
+The job row (written by the intake before its message) is the truth: a task measures the row's path with the
+row's GA. A message whose path or GA is not its job's (forged, or pushed into Redis by hand) is refused and
+logged by job id only, and the job is left as it was for its own message or the sweeper.
 """
 
 from __future__ import annotations
@@ -157,6 +161,10 @@ def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]],
                 summaries[job_id] = {"job_id": job_id, "status": "unknown_job"}
             elif job.status in FINISHED_JOB_STATUSES:
                 summaries[job_id] = {"job_id": job_id, "status": job.status, "duplicate": True}
+            elif (disagree := _disagrees(job, path, ga)) is not None:
+                # The row is the truth; no path, GA or patient data in the log (the path may name a patient).
+                log.warning("job %s: refused a message whose %s is not the job's", job_id, disagree)
+                summaries[job_id] = {"job_id": job_id, "status": "refused", "reason": "message_mismatch"}
             elif job.attempts - retries >= settings.max_attempts:
                 # Started again and again without finishing (each time a worker died or the task
                 # was cut off), not counting this message's own retries: a poison scan. Stop.
@@ -164,14 +172,24 @@ def _claim(settings: Settings, triples: Sequence[tuple[int, str, float | None]],
                                detail=f"gave up after {job.attempts} attempts that did not finish")
                 log.error("job %s failed as poison after %d attempts", job_id, job.attempts)
                 if ctx is not None and job.sop_instance_uid:  # so `fetalhc results --status failed` shows it
-                    _poison_row(session, ctx, job.sop_instance_uid, path, job.attempts)
+                    _poison_row(session, ctx, job.sop_instance_uid, job.path, job.attempts)
                 metrics.record_scan(JobStatus.FAILED.value, "poison")
                 summaries[job_id] = {"job_id": job_id, "status": "failed", "reason": "poison"}
             else:
                 set_job_status(session, job_id, JobStatus.RUNNING, only_from=UNFINISHED_JOB_STATUSES)
                 received_at[job_id] = _aware(job.received_at)
-                todo.append((job_id, path, ga))
+                todo.append((job_id, job.path, job.ga_days_given))  # the row's, which the message matched
     return summaries, todo, received_at
+
+
+def _disagrees(job: Any, path: str, ga: float | None) -> str | None:
+    """Which field of a message is not its job row's (``path`` or ``GA``); None when both match."""
+    if str(path) != str(job.path):
+        return "path"
+    given = job.ga_days_given
+    if (ga is None) != (given is None) or (ga is not None and abs(float(ga) - float(given)) > 1e-6):
+        return "GA"
+    return None
 
 
 def _poison_row(session: Any, ctx: Any, sop_instance_uid: str, path: str, attempts: int) -> None:
