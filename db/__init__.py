@@ -29,6 +29,7 @@ from db.repository import (
     measurement_counts,
     measured_uids,
     pending_reports,
+    plane_counts,
     query_measurements,
     row_dict,
     set_job_status,
@@ -67,7 +68,7 @@ from db.tables import (
 
 __all__ = [
     "FINISHED_JOB_STATUSES", "JOB_STATUS_OF", "REPORTABLE_STATUSES", "UNFINISHED_JOB_STATUSES", "Base", "Job", "JobStatus", "Measurement", "MeasurementStatus", "SchemaError", "SrStatus", "create_job",
-    "current_revision", "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "job_dict", "measurement_counts", "measured_uids",
+    "current_revision", "dispose_all", "get_engine", "get_job", "head_revision", "job_counts", "job_dict", "measurement_counts", "measured_uids", "plane_counts",
     "pending_reports", "query_measurements", "row_dict", "session_scope", "set_job_status", "set_sr_status",
     "stale_jobs", "upgrade", "upsert_measurement",
     # scanners' OB-GYN reports (db.ob_reports)

@@ -232,9 +232,9 @@ def measured_uids(session: Session, model_version: str, uids: Iterable[str]) -> 
 def query_measurements(
     session: Session, patient_id: str | None = None, study_uid: str | None = None, status: str | None = None,
     since: dt.date | None = None, until: dt.date | None = None, limit: int | None = None,
-    exclude_statuses: Sequence[str] = (), order: str = "study_date",
+    exclude_statuses: Sequence[str] = (), order: str = "study_date", plane: str | None = None,
 ) -> list[Measurement]:
-    """Measurements filtered by patient, study, status and study date.
+    """Measurements filtered by patient, study, status, study date and standard plane (``plane_label``).
 
     ``exclude_statuses``: leave rows of these statuses out (ignored when ``status`` is given).
     ``order``: ``study_date`` (oldest study first) or ``newest`` (the last measured first).
@@ -248,8 +248,10 @@ def query_measurements(
         stmt = stmt.where(Measurement.study_instance_uid == study_uid)
     if status:
         stmt = stmt.where(Measurement.status == status)
-    elif exclude_statuses:
+    elif exclude_statuses and not plane:  # rows asked for by plane come in every status (an index of the archive)
         stmt = stmt.where(Measurement.status.not_in(list(exclude_statuses)))
+    if plane:
+        stmt = stmt.where(Measurement.plane_label == plane)
     if since:
         stmt = stmt.where(Measurement.study_date >= since)
     if until:
@@ -272,6 +274,13 @@ def measurement_counts(session: Session) -> dict[str, int]:
     """Number of measurement rows in each status."""
     stmt = select(Measurement.status, func.count()).group_by(Measurement.status)
     return {status: n for status, n in session.execute(stmt)}
+
+
+def plane_counts(session: Session) -> dict[str, int]:
+    """Number of measurement rows of each standard plane (``plane_label``; rows without one are not counted)."""
+    stmt = select(Measurement.plane_label, func.count()).where(Measurement.plane_label.is_not(None)).group_by(
+        Measurement.plane_label)
+    return {plane: n for plane, n in session.execute(stmt)}
 
 
 def job_dict(job: Job) -> dict[str, Any]:

@@ -63,6 +63,9 @@ class MeasurementRow(Mapping[str, Any]):
     quality: float | None = None
     hc_tta_spread_mm: float | None = None
     head_plane_score: float | None = None
+    plane_label: str | None = None  # SonoNet-16's class (FETALHC_PLANE_CLASSIFIER), its probability, all 14
+    plane_probability: float | None = None
+    plane_probabilities: dict[str, float] | None = None
     flags: str | None = None  # comma-separated
     ga_days: float | None = None
     ga_source: str | None = None

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    JSON,
     String,
     Text,
     UniqueConstraint,
@@ -113,6 +114,7 @@ class Measurement(Base):
         # The results queries' order (study date, then id) under a date range or a status (migration 0007).
         Index("ix_measurements_study_date", "study_date", "id"),
         Index("ix_measurements_status_date", "status", "study_date", "id"),
+        Index("ix_measurements_plane_date", "plane_label", "study_date", "id"),  # rows by plane (migration 0010)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -152,6 +154,11 @@ class Measurement(Base):
     quality: Mapped[float | None] = mapped_column(Float)
     hc_tta_spread_mm: Mapped[float | None] = mapped_column(Float)  # HC spread over test-time flips
     head_plane_score: Mapped[float | None] = mapped_column(Float)  # the head-plane gate's probability (0..1)
+    # SonoNet-16's standard plane of the frame (models.plane.sononet.PlaneClass), its probability and all 14
+    # {class: probability}: on every row whose frame was read, NULL without FETALHC_PLANE_CLASSIFIER (migration 0010)
+    plane_label: Mapped[str | None] = mapped_column(String(32))
+    plane_probability: Mapped[float | None] = mapped_column(Float)
+    plane_probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
     flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated
 
     ga_days: Mapped[float | None] = mapped_column(Float)  # GA used for the centile

@@ -23,7 +23,6 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from torch import nn
 
 from models.segmentation.backends import Backend, ForwardPass, forward_of
 from models.errors import WeightsError
+from models.plane.classes import CLASSES, HEAD_CLASSES, PlaneClass
 from models.segmentation.weights import file_sha256
 
 log = logging.getLogger(__name__)
@@ -47,27 +47,6 @@ N_CLASSES = 14
 LIT_FRACTION = 0.03  # of the grey range: above it a pixel is part of the picture, not the black margin
 
 
-class PlaneClass(StrEnum):
-    """SonoNet-16's classes, in its output order (``fetalhc results --plane <value>``)."""
-
-    THREE_VV = "3vv"  # three-vessel view
-    FOUR_CH = "4ch"  # four-chamber view
-    ABDOMINAL = "abdominal"
-    BACKGROUND = "background"  # none of the standard planes
-    BRAIN_CB = "brain_cb"  # trans-cerebellar
-    BRAIN_TV = "brain_tv"  # trans-ventricular (trans-thalamic heads mostly come out as this)
-    FEMUR = "femur"
-    KIDNEYS = "kidneys"
-    LIPS = "lips"
-    LVOT = "lvot"
-    PROFILE = "profile"
-    RVOT = "rvot"
-    SPINE_CORONAL = "spine_coronal"
-    SPINE_SAGITTAL = "spine_sagittal"
-
-
-CLASSES: tuple[PlaneClass, ...] = tuple(PlaneClass)
-HEAD_CLASSES = (PlaneClass.BRAIN_CB, PlaneClass.BRAIN_TV)  # the head biometry planes among them
 HEAD_INDEX = tuple(CLASSES.index(c) for c in HEAD_CLASSES)
 BACKGROUND_INDEX = CLASSES.index(PlaneClass.BACKGROUND)
 
@@ -322,6 +301,27 @@ def load_plane_classifier(path: str | Path, backend: str = "torch", device: str 
     net.to(str(device))
     forward = forward_of(net, INPUT_SIZE, f"sononet16-{sha}", backend, str(device), cache_dir, precision="f32")
     return PlaneClassifier(net, sha, forward, str(file))
+
+
+def plane_classifier_problem(path: str | Path) -> str | None:
+    """Why the file at ``path`` cannot serve as SonoNet-16 (missing, damaged, other arrays), or None when it can.
+
+    Reads the arrays once per (path, size, modification time): cheap enough for every health check.
+    """
+    file = Path(path)
+    if not file.is_file():
+        return f"plane classifier {file} does not exist"
+    stat = file.stat()
+    return _problem(str(file), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _problem(path: str, size: int, mtime_ns: int) -> str | None:
+    try:
+        read_arrays(Path(path))
+    except WeightsError as exc:
+        return str(exc)
+    return None
 
 
 @lru_cache(maxsize=2)

@@ -63,6 +63,8 @@ def measure_body(row: MeasurementRow, item: WorkItem, upload: Upload, overlay: s
         "status": row["status"], "reason": row.get("reason"), "message": row.get("detail"),
         "hc_mm": row.get("hc_mm"), "bpd_mm": row.get("bpd_mm"), "ofd_mm": row.get("ofd_mm"),
         "quality": row.get("quality"), "head_plane_score": row.get("head_plane_score"),
+        "plane_label": row.get("plane_label"), "plane_probability": row.get("plane_probability"),
+        "plane_probabilities": row.get("plane_probabilities"),
         "flags": _split(row.get("flags")),
         "hc_tta_spread_mm": row.get("hc_tta_spread_mm"),
         "ellipse": ellipse,

@@ -1,7 +1,8 @@
-"""The stored-data answers: results as JSON or CSV (with their filters), one job, counts by status.
+"""The stored-data answers: results as JSON or CSV (with their filters), one job, counts by status and plane.
 
 Rows set aside as ``not_head`` (not a head biometry plane) are left out of the results unless
-``status=not_head`` asks for them; the stats count them. The queries themselves are ``db``'s.
+``status=not_head`` or ``plane=...`` asks for them (rows by standard plane come in every status: an index
+of the archive); the stats count them. The queries themselves are ``db``'s.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +21,13 @@ from db import (
     job_counts,
     job_dict,
     measurement_counts,
+    plane_counts,
     query_measurements,
     row_dict,
     session_scope,
 )
 from db.repository import MEASUREMENT_ORDERS, ROW_DICT_FIELDS
+from models.plane.classes import PlaneClass
 from worker.api.app import ApiApp
 from worker.api.messages import ApiError
 
@@ -37,13 +41,14 @@ HIDDEN_UNLESS_ASKED = (MeasurementStatus.NOT_HEAD.value,)  # statuses left out o
 
 @dataclass(frozen=True)
 class ResultFilters:
-    """The filters of /api/results: exact patient and study, status, study-date range (inclusive)."""
+    """The filters of /api/results: exact patient and study, status, study-date range (inclusive), standard plane."""
 
     patient_id: str | None = None
     study_uid: str | None = None
     status: str | None = None
     since: dt.date | None = None
     until: dt.date | None = None
+    plane: str | None = None
 
 
 def _parse_date(name: str, text: str | None) -> dt.date | None:
@@ -63,8 +68,12 @@ def parse_filters(query: dict[str, str | None]) -> ResultFilters:
     choices = [s.value for s in MeasurementStatus]
     if status is not None and status not in choices:
         raise ApiError(400, "bad_parameter", f"status={status!r}; choose one of: {', '.join(choices)}")
+    plane = query.get("plane") or None
+    planes = [p.value for p in PlaneClass]
+    if plane is not None and plane not in planes:
+        raise ApiError(400, "bad_parameter", f"plane={plane!r}; choose one of: {', '.join(planes)}")
     filters = ResultFilters(query.get("patient_id") or None, query.get("study_uid") or None, status,
-                            _parse_date("since", query.get("since")), _parse_date("until", query.get("until")))
+                            _parse_date("since", query.get("since")), _parse_date("until", query.get("until")), plane)
     if filters.since and filters.until and filters.since > filters.until:
         raise ApiError(400, "bad_parameter", f"since={filters.since} is after until={filters.until}")
     return filters
@@ -94,11 +103,13 @@ def fetch_rows(app: ApiApp, query: dict[str, str | None], default_limit: int | N
     with session_scope(app.settings.database_url) as session:
         rows = query_measurements(session, patient_id=filters.patient_id, study_uid=filters.study_uid,
                                   status=filters.status, since=filters.since, until=filters.until, limit=limit,
-                                  exclude_statuses=HIDDEN_UNLESS_ASKED, order=order)
+                                  exclude_statuses=HIDDEN_UNLESS_ASKED, order=order, plane=filters.plane)
         return [row_dict(r) for r in rows]
 
 
 def _csv_cell(value: Any) -> Any:
+    if isinstance(value, dict):  # plane_probabilities: one JSON object in its cell
+        return json.dumps(value, separators=(",", ":"))
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value  # shown as text, never run as a formula
     return value
@@ -127,15 +138,17 @@ def fetch_job(app: ApiApp, text: str) -> dict[str, Any]:
 
 
 def fetch_stats(app: ApiApp) -> dict[str, Any]:
-    """Jobs and measurements counted by status, and the model this server measures with."""
+    """Jobs and measurements counted by status, measurements by plane, and the model this server measures with."""
     app.ensure_schema()
     with session_scope(app.settings.database_url) as session:
         jobs = job_counts(session)
         measurements = measurement_counts(session)
+        planes = plane_counts(session)
     model = app.model
     return {
         "jobs": {s.value: int(jobs.get(s.value, 0)) for s in JobStatus},
         "measurements": {s.value: int(measurements.get(s.value, 0)) for s in MeasurementStatus},
+        "planes": {p.value: int(planes.get(p.value, 0)) for p in PlaneClass},
         "model": {"loaded": model is not None, "name": model.model_name if model else None,
                   "version": model.model_version if model else None},
     }

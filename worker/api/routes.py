@@ -145,15 +145,17 @@ def create_app(api: ApiApp, bind_host: str = "127.0.0.1") -> Guard:
                 since: Annotated[str | None, Query(description="study date from, YYYY-MM-DD")] = None,
                 until: Annotated[str | None, Query(description="study date to, YYYY-MM-DD")] = None,
                 limit: Annotated[str | None, Query(description=f"1..10000 [{RESULTS_LIMIT_DEFAULT}]")] = None,
-                order: Annotated[str | None, Query(description="study_date | newest")] = None) -> Response:
-        """Stored measurements (``not_head`` rows only with ``status=not_head``), oldest study first."""
+                order: Annotated[str | None, Query(description="study_date | newest")] = None,
+                plane: Annotated[str | None, Query(description="a standard plane (SonoNet-16's class), e.g. "
+                                                               "abdominal: rows of every status")] = None) -> Response:
+        """Stored measurements (``not_head`` rows only with ``status=not_head`` or ``plane``), oldest study first."""
         rows = fetch_rows(api, _first_values(request), RESULTS_LIMIT_DEFAULT)
         return json_response([MeasurementOut(**row) for row in rows])
 
     @app.get("/api/results.csv", dependencies=private, responses={200: {"content": {"text/csv": {}}}, **ERRORS})
     def results_as_csv(request: HttpRequest, patient_id: str | None = None, study_uid: str | None = None,
                        status: str | None = None, since: str | None = None, until: str | None = None,
-                       limit: str | None = None, order: str | None = None) -> Response:
+                       limit: str | None = None, order: str | None = None, plane: str | None = None) -> Response:
         """The same rows as a CSV download, every column, no row limit by default."""
         data = results_csv(fetch_rows(api, _first_values(request), None))
         return Response(data, 200, {**API_HEADERS, "Content-Disposition": 'attachment; filename="fetalhc-results.csv"'},

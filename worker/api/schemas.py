@@ -85,12 +85,14 @@ class ErrorOut(Answer):
 
 
 class HealthOut(Answer):
-    """``GET /healthz``: database reachable, model and head-plane gate files present."""
+    """``GET /healthz``: database reachable, model and head-plane gate files present, the plane classifier's file
+    (``plane_classifier``: present | off | invalid)."""
 
     status: str
     database: str
     model_file: str
     gate_file: str
+    plane_classifier: str
     model_loaded: bool
 
 
@@ -101,10 +103,12 @@ class ModelOut(Answer):
 
 
 class StatsOut(Answer):
-    """``GET /api/stats``: jobs and measurements counted by status, and the model measuring here."""
+    """``GET /api/stats``: jobs and measurements counted by status, measurements by standard plane (``planes``: rows
+    with a plane label, by SonoNet-16's class), and the model measuring here."""
 
     jobs: dict[str, int]
     measurements: dict[str, int]
+    planes: dict[str, int]
     model: ModelOut
 
 
@@ -182,6 +186,9 @@ class MeasureOut(Answer):
     ofd_mm: float | None
     quality: float | None
     head_plane_score: float | None
+    plane_label: str | None  # SonoNet-16's standard plane (FETALHC_PLANE_CLASSIFIER; None without it)
+    plane_probability: float | None
+    plane_probabilities: dict[str, float] | None
     flags: list[str]
     hc_tta_spread_mm: float | None
     ellipse: EllipseOut | None

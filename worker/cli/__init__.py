@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from models.errors import FetalHCError
+from models.plane.classes import PlaneClass
 from worker.cli.admin import cmd_db, cmd_sr
 from worker.cli.bench import add_arguments as add_bench_arguments
 from worker.cli.ingesting import _date, cmd_backfill, cmd_listen, cmd_watch
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", default=None, choices=("measured", "needs_review", "not_head", "failed"),
                    help="only rows of this status (without it: every status but not_head, the images set aside "
                         "as not a head plane)")
+    p.add_argument("--plane", default=None, choices=[c.value for c in PlaneClass],
+                   help="only rows of this standard plane (SonoNet-16's label, FETALHC_PLANE_CLASSIFIER), of every "
+                        "status: e.g. abdominal")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--csv", action="store_true")

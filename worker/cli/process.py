@@ -14,7 +14,8 @@ from worker.core.settings import get_settings
 OUTPUT_FIELDS = ("path", "sop_instance_uid", "frame", "status", "reason", "detail", "hc_mm", "bpd_mm", "ofd_mm",
                  "quality", "head_plane_score", "flags", "spacing_mm_x", "spacing_mm_y", "spacing_source", "ga_days",
                  "ga_source", "ga_estimate_days", "ga_formula", "hc_z_score", "hc_centile", "growth_standard",
-                 "growth_flags", "centile_reason", "model_name", "model_version", "total_ms")
+                 "growth_flags", "centile_reason", "plane_label", "plane_probability", "model_name", "model_version",
+                 "total_ms")
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -50,7 +51,8 @@ def cmd_process(args: argparse.Namespace) -> int:
                 hc = f"{row['hc_mm']:.1f} mm" if row.get("hc_mm") is not None else "-"
                 print(f"{row['path']}: {row['status']} HC {hc}"
                       + (f" ({row['reason']}: {row['detail']})" if row.get("reason") else "")
-                      + (f" [{row['flags']}]" if row.get("flags") else ""))
+                      + (f" [{row['flags']}]" if row.get("flags") else "")
+                      + (f" plane {row['plane_label']} ({row['plane_probability']:.2f})" if row.get("plane_label") else ""))
     return exit_code
 
 

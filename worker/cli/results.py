@@ -15,12 +15,14 @@ from worker.core.settings import get_settings
 # liveness probe stay fast).
 
 RESULT_COLUMNS = ("study_date", "patient_id", "sop_instance_uid", "frame", "status", "hc_mm", "ga_days",
-                  "hc_centile", "reason")
+                  "hc_centile", "reason", "plane_label")
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    """Print stored measurements (table, --json lines or --csv); not_head rows only with ``--status not_head``."""
+    """Print stored measurements (table, --json lines or --csv); not_head rows only with ``--status not_head`` or
+    ``--plane`` (rows of a standard plane, every status)."""
     import csv
+    import json
 
     from db import (
         MeasurementStatus,
@@ -34,7 +36,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     with session_scope(settings.database_url) as session:
         rows = [row_dict(r) for r in query_measurements(session, patient_id=args.patient, study_uid=args.study,
-                                                         status=args.status, limit=args.limit,
+                                                         status=args.status, limit=args.limit, plane=args.plane,
                                                          exclude_statuses=(MeasurementStatus.NOT_HEAD.value,))]
     if args.json:
         for row in rows:
@@ -42,7 +44,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     elif args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["sop_instance_uid"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v for k, v in row.items()}
+                         for row in rows)
     else:
         print("  ".join(f"{c:<14}" for c in RESULT_COLUMNS))
         for row in rows:

@@ -1,4 +1,5 @@
-"""The head-plane gate as the settings ask for it (on, off, a file; a threshold override) and its refusal note."""
+"""The head-plane gate and the plane classifier as the settings ask for them (gate on, off, a file; a threshold
+override; SonoNet-16's file or none) and the refusal note."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from models.errors import NotHeadPlane
 from models.geometry.ellipse import Ellipse
 from models.plane.head_plane import HeadPlaneGate, PlaneVerdict, load_gate
+from models.plane.sononet import PlaneClassifier, cached_plane_classifier
 from worker.core.settings import Settings
 
 
@@ -40,10 +42,25 @@ def gate_for(settings: Settings, device: str = "cpu") -> HeadPlaneGate | None:
     return gate
 
 
-def refusal_detail(refusal: NotHeadPlane, frames: int) -> str:
-    """The ``detail`` of an instance set aside: its best head-plane score against the threshold.
+def classifier_for(settings: Settings, device: str = "cpu") -> PlaneClassifier | None:
+    """SonoNet-16 from ``FETALHC_PLANE_CLASSIFIER`` (None when unset), through ``FETALHC_BACKEND``, loaded once
+    per process.
 
-    ``frames``: how many frames (or regions) the gate refused; the score is the best of them.
+    Raises:
+        WeightsError: the file is missing, damaged or not SonoNet-16's (measuring stops: nothing is stored
+            without the plane evidence the settings ask for).
+    """
+    if settings.plane_classifier is None:
+        return None
+    return cached_plane_classifier(str(settings.plane_classifier), settings.backend.value, device)
+
+
+def refusal_detail(refusal: NotHeadPlane, frames: int) -> str:
+    """The ``detail`` of an instance set aside: why its best frame is not a head plane (the plane decision's
+    words, or its head-plane score against the threshold).
+
+    ``frames``: how many frames (or regions) were set aside; the one described is the best-scored of them.
     """
     of = f" (best of {frames} frames)" if frames > 1 else ""
-    return f"not a head plane: head-plane score {refusal.score:.3f} < {refusal.threshold:.3f}{of}"
+    why = refusal.why or f"head-plane score {refusal.score:.3f} < {refusal.threshold:.3f}"
+    return f"not a head plane: {why}{of}"

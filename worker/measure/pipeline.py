@@ -33,7 +33,8 @@ from dicom_io.reader import open_scans, parse_date, read_dataset
 from dicom_io.text import TEXT_CLEANED_FLAG, clean_text
 from models.errors import FetalHCError, MeasurementError, NotHeadPlane
 from models.geometry.biometry import Biometry
-from models.plane.gating import finish_gated
+from models.plane.gating import PLANE_UNCERTAIN, PlaneJudgement, finish_judged
+from models.plane.sononet import PlaneClassifier
 from models.plane.head_plane import HeadPlaneGate
 from models.segmentation.backends import Backend, ForwardPass, cached_forward
 from models.segmentation.network import pick_device
@@ -41,7 +42,7 @@ from models.segmentation.segment import SegmentedBatch, segment_batch
 from models.segmentation.weights import LoadedModel, cached_model
 from worker.core.settings import Settings
 from worker.measure.dating import ga_for_centile, growth_facts
-from worker.measure.gate import gate_for, refusal_detail
+from worker.measure.gate import classifier_for, gate_for, refusal_detail
 from worker.measure.reports import (
     ReportOutcome,
     apply_report_facts,
@@ -66,6 +67,7 @@ class PipelineContext:
     device: torch.device
     gate: HeadPlaneGate | None = None
     forward: ForwardPass | None = None
+    classifier: PlaneClassifier | None = None  # SonoNet-16 (FETALHC_PLANE_CLASSIFIER); None: off
 
     @property
     def net(self) -> torch.nn.Module | ForwardPass:
@@ -87,7 +89,8 @@ def load_context(settings: Settings) -> PipelineContext:
     device = pick_device(settings.device)
     model = cached_model(settings.weights, str(device))
     forward = cached_forward(settings.weights, str(device), settings.backend.value, precision=settings.precision.value)
-    return PipelineContext(settings, model, device, gate_for(settings, str(device)), forward)
+    return PipelineContext(settings, model, device, gate_for(settings, str(device)), forward,
+                           classifier_for(settings, str(device)))
 
 
 @dataclass
@@ -100,6 +103,7 @@ class WorkItem:
     best: tuple[Scan, Biometry] | None = None
     refused: tuple[Scan, NotHeadPlane] | None = None  # the frame the gate scored highest, when it refused all
     refused_frames: int = 0
+    planes: dict[tuple[int, Any], PlaneJudgement] = field(default_factory=dict)  # plane evidence by _scan_key
     first_scan: Scan | None = None
     frames: FramePlan | None = None  # the frames read, and why (e.g. a sampled cine)
     report: ReportOutcome | None = None  # an SR (an OB-GYN report): recorded, not measured (no row)
@@ -159,12 +163,14 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
         return batch, done, t0
 
     def finish(batch: list[tuple[WorkItem, Scan]], future: Future[SegmentedBatch], t0: float) -> None:
-        results = finish_gated(future.result(), ctx.gate)
+        results, judgements = finish_judged(future.result(), ctx.gate, ctx.classifier)
         share = (time.perf_counter() - t0) * 1000 / len(batch)
-        for (item, scan), result in zip(batch, results):
+        for (item, scan), result, judgement in zip(batch, results, judgements):
             item.infer_ms += share
+            if judgement is not None:
+                item.planes[_scan_key(scan)] = judgement
             if isinstance(result, Biometry):
-                if item.best is None or result.quality > item.best[1].quality:
+                if item.best is None or _rank(result) > _rank(item.best[1]):
                     item.best = (scan, result)
             elif isinstance(result, NotHeadPlane):
                 item.refused_frames += 1
@@ -190,6 +196,11 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
         if item.best is not None:
             item.error = None
             item.refused = None
+
+
+def _rank(bio: Biometry) -> tuple[bool, float]:
+    """How a cine's frames compete to be its best: a head plane before an uncertain one, then by quality."""
+    return PLANE_UNCERTAIN not in bio.flags, bio.quality
 
 
 def _batches(pairs: Iterator[tuple[WorkItem, Scan]], size: int) -> Iterator[list[tuple[WorkItem, Scan]]]:
@@ -229,6 +240,8 @@ def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
             "spacing_mm_x": cal.spacing_mm_x, "spacing_mm_y": cal.spacing_mm_y, "spacing_source": cal.source.value,
             "region_x0": region[0], "region_y0": region[1], "region_x1": region[2], "region_y1": region[3],
         })
+    if scan is not None:
+        row.update(_plane_columns(item.planes.get(_scan_key(scan))))
     if item.best is not None:
         scan, bio = item.best
         e = bio.ellipse_mm
@@ -240,7 +253,8 @@ def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
             "status": (MeasurementStatus.NEEDS_REVIEW if bio.needs_review else MeasurementStatus.MEASURED).value,
             # Calibration notes (e.g. a region ignored because its bounds exceed the image) and the
             # frames sampled from a cine travel with the row.
-            "reason": None, "detail": "; ".join([*scan.calibration.notes, *_frame_notes(item)]) or None,
+            "reason": PLANE_UNCERTAIN if PLANE_UNCERTAIN in bio.flags else None,
+            "detail": "; ".join([*scan.calibration.notes, *_plane_notes(item, scan, bio), *_frame_notes(item)]) or None,
         })
         ga = ga_for_centile(item.ga_days_given, scan.last_menstrual_date, scan.study_date)
         row.update(growth_facts(bio.hc_mm, ga, ctx.settings.growth_standard).columns())
@@ -259,6 +273,28 @@ def _row(ctx: PipelineContext, item: WorkItem) -> MeasurementRow:
     if row.pop("text_cleaned", False) or (scan is not None and scan.text_cleaned):  # NUL or controls removed
         row["flags"] = ",".join(f for f in (row.get("flags"), TEXT_CLEANED_FLAG) if f)
     return MeasurementRow.of(**row)
+
+
+def _scan_key(scan: Scan) -> tuple[int, Any]:
+    """A frame (and region, where a frame has several) of an instance."""
+    return scan.frame, scan.calibration.region
+
+
+def _plane_columns(judgement: PlaneJudgement | None) -> dict[str, Any]:
+    """The row's plane label, its probability and the 14 probabilities (all None: no classifier, never guessed)."""
+    plane = judgement.plane if judgement is not None else None
+    if plane is None:
+        return {"plane_label": None, "plane_probability": None, "plane_probabilities": None}
+    return {"plane_label": plane.label.value, "plane_probability": round(plane.probability, 4),
+            "plane_probabilities": plane.as_dict()}
+
+
+def _plane_notes(item: WorkItem, scan: Scan, bio: Biometry) -> list[str]:
+    """Why a measured frame's plane is uncertain (the decision's words), for the row's detail."""
+    judgement = item.planes.get(_scan_key(scan))
+    if PLANE_UNCERTAIN not in bio.flags or judgement is None or judgement.decision is None:
+        return []
+    return [f"plane uncertain: {judgement.decision.why}"]
 
 
 def frame_note(plan: FramePlan, best_frame: int | None) -> str | None:

@@ -113,7 +113,7 @@ def test_healthz_reports_database_and_model_file(fetalhc_env: pytest.MonkeyPatch
     assert status == 200
     gate_file = "off" if get_settings().head_plane_gate == "off" else "present"
     assert body == {"status": "ok", "database": "ok", "model_file": "present", "gate_file": gate_file,
-                    "model_loaded": False}
+                    "plane_classifier": "off", "model_loaded": False}
 
     fetalhc_env.setenv("FETALHC_HEAD_PLANE_GATE", "on")
     fetalhc_env.setattr("models.plane.head_plane.SHIPPED_GATE", tmp_path / "no_gate.pt")

@@ -44,6 +44,13 @@ function parseGA(text) {
   throw new Error("GA: write weeks+days, e.g. 20+3");
 }
 
+function planeText(label, probability) {
+  // SonoNet-16's standard plane (FETALHC_PLANE_CLASSIFIER); none without the classifier, never guessed
+  if (!label) return "-";
+  return label.replace(/_/g, " ") + (probability === null || probability === undefined ? ""
+    : " (" + Number(probability).toFixed(2) + ")");
+}
+
 async function loadHealth() {
   const pill = $("health");
   try {
@@ -54,7 +61,7 @@ async function loadHealth() {
       pill.className = "pill ok";
     } else {
       pill.textContent = "unavailable: database " + h.database + ", model file " + h.model_file
-        + ", head-plane gate " + h.gate_file;
+        + ", head-plane gate " + h.gate_file + ", plane classifier " + h.plane_classifier;
       pill.className = "pill bad";
     }
   } catch (e) { pill.textContent = "server unreachable"; pill.className = "pill bad"; }
@@ -118,6 +125,7 @@ function renderResult(res) {
   const dl = el("dl");
   if (res.head_plane_score !== null && res.head_plane_score !== undefined)
     dlRow(dl, "Head-plane score", scoreText(res.head_plane_score));
+  dlRow(dl, "Standard plane", planeText(res.plane_label, res.plane_probability));
   dlRow(dl, "Quality", res.quality === null || res.quality === undefined ? "-" : Number(res.quality).toFixed(2));
   const flags = el("span");
   if (res.flags && res.flags.length) res.flags.forEach((f) => flags.appendChild(el("span", f.replace(/_/g, " "), "chip")));
@@ -218,6 +226,7 @@ async function loadResults() {
       st.appendChild(el("span", statusText(row.status), "pill " + statusClass(row.status)));
       tr.appendChild(st);
       tr.appendChild(el("td", row.flags ? row.flags.replace(/,/g, ", ") : (row.reason || "")));
+      tr.appendChild(el("td", planeText(row.plane_label, row.plane_probability), "plane"));
       body.appendChild(tr);
     }
   } catch (e) { note.textContent = "Results unavailable."; }
