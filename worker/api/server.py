@@ -10,13 +10,16 @@ import uvicorn
 
 from worker.api.app import MAX_BODY_BYTES, ApiApp
 from worker.api.guards import is_loopback
+from worker.api.http_guard import protocol_for
 from worker.api.messages import ApiError
-from worker.api.routes import create_app
+from worker.api.routes import REQUEST_DEADLINE_S, create_app
 from worker.core.settings import Settings
 
 log = logging.getLogger("worker.api")  # one logger for the whole API (the CLI sets it to INFO)
 
 READ_TIMEOUT_S = 60.0  # an idle keep-alive connection is closed after this
+# A request body must be in within this (the app answers a slow upload 408 at REQUEST_DEADLINE_S itself).
+BODY_TIMEOUT_S = REQUEST_DEADLINE_S + 10.0
 
 
 class _NoRequestText(logging.Filter):
@@ -42,7 +45,10 @@ class ApiServer:
     def __init__(self, sock: socket.socket, app: ApiApp, bind_host: str) -> None:
         self.app = app
         self.socket = sock
-        config = uvicorn.Config(create_app(app, bind_host), http="h11", lifespan="off", log_config=None,
+        # h11 with deadlines for headers and body and a cap per client address (worker.api.http_guard): slow or
+        # stalled clients cannot hold connections until limit_concurrency answers everyone else 503.
+        config = uvicorn.Config(create_app(app, bind_host), http=protocol_for(app.settings, BODY_TIMEOUT_S),
+                                lifespan="off", log_config=None,
                                 access_log=False, server_header=False, timeout_keep_alive=int(READ_TIMEOUT_S),
                                 limit_concurrency=256)
         self._server = uvicorn.Server(config)

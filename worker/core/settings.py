@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     precision: PrecisionName = _env("PRECISION", PrecisionName.AUTO)
     spool_dir: Path = _env("SPOOL_DIR", factory=lambda: _data_home() / "spool")
     api_token: SecretStr | None = _env("API_TOKEN", secret=True)
+    api_header_timeout_s: float = _env("API_HEADER_TIMEOUT", 10.0)
+    api_max_connections_per_address: int = _env("API_MAX_CONNECTIONS_PER_ADDRESS", 32)
     api_tokens_file: Path | None = _env("API_TOKENS_FILE")  # named tokens: ``name sha256hex`` lines (worker.core.tokens)
     growth_standard: GrowthStandardName = _env("GROWTH_STANDARD", GrowthStandardName.INTERGROWTH)
     batch_size: int = _env("BATCH_SIZE", 8)
@@ -225,6 +227,9 @@ class Settings(BaseSettings):
             raise ValueError("FETALHC_MAX_ASSOCIATIONS and FETALHC_MAX_ASSOCIATIONS_PER_ADDRESS must be at least 1")
         if not self.associate_timeout_s > 0:  # refuses nan too
             raise ValueError("FETALHC_ASSOCIATE_TIMEOUT must be above 0")
+        if not self.api_header_timeout_s > 0 or self.api_max_connections_per_address < 1:
+            raise ValueError("FETALHC_API_HEADER_TIMEOUT must be above 0 and FETALHC_API_MAX_CONNECTIONS_PER_ADDRESS "
+                             "at least 1")
         if self.allowed_callers:  # FETALHC_ALLOWED_CALLERS: checked now, not at the first association
             parse_allowed_callers(self.allowed_callers)
         if not 0 < len(self.ae_title) <= 16:
