@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.tables import (
     CONFIRMING_DECISIONS,
@@ -132,8 +132,9 @@ def confirmed_rows(session: Session, since: dt.date | None = None) -> list[Revie
 
     ``since``: decided on or after this date (UTC).
     """
-    latest = (select(Review.id).where(Review.measurement_id == Measurement.id)
-              .order_by(Review.id.desc()).limit(1).scalar_subquery())
+    earlier = aliased(Review)
+    latest = (select(earlier.id).where(earlier.measurement_id == Measurement.id)
+              .order_by(earlier.id.desc()).limit(1).correlate(Measurement).scalar_subquery())
     stmt = (select(Measurement, Review)
             .join(Review, and_(Review.id == latest, Review.sop_instance_uid == Measurement.sop_instance_uid,
                                Review.frame == Measurement.frame))

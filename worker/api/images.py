@@ -1,8 +1,8 @@
 """The stored scan's measured frame as a PNG, with the fitted ellipse, its axes and the plane label drawn (Pillow).
 
-The frame is read again from the job's spool or archive path through ``dicom_io`` (the reader that measured it,
-bounded by ``FETALHC_MAX_SCAN_MB``) and cropped to the calibrated region the network saw, so that the row's
-ellipse (mm from that region's top-left) lands where it was measured: pixels = mm / spacing, per axis. The
+The frame is read again from the job's spool or archive path (``worker.measure.frames``: the reader that
+measured it, bounded by ``FETALHC_MAX_SCAN_MB``, cropped to the calibrated region the network saw), so that the
+row's ellipse (mm from that region's top-left) lands where it was measured: pixels = mm / spacing, per axis. The
 model's ellipse is drawn in orange-red with its two axes, a reviewer's correction in green. The pixels can carry
 burned-in patient text: the routes serve this only to authenticated callers, never cached.
 """
@@ -18,17 +18,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from db import Job, Measurement, Review, ReviewDecision
-from dicom_io.bounds import scan_budget
 from dicom_io.errors import DicomError
-from dicom_io.reader import iter_scans
 from dicom_io.scan import Scan
 from worker.api.messages import ApiError
+from worker.measure.frames import FrameGone, measured_frame, scan_file
 
 MODEL_COLOUR = (255, 77, 46)  # as the overlay PNG of /api/measure (models.geometry.overlay)
 REVIEW_COLOUR = (54, 211, 108)
 AXIS_COLOUR = (255, 214, 10)
 WIDTH_RANGE = (48, 2048)
-PRUNED_NOTE = "spool file pruned"  # worker.ops.spool_retention's note in a job's detail
 
 
 @dataclass(frozen=True)
@@ -70,34 +68,19 @@ class EllipseMm:
 
 def scan_path(row: Measurement, job: Job | None) -> Path:
     """The file the row was measured from; 410 with the reason when it is no longer there."""
-    text = row.path or (job.path if job is not None else None)
-    if not text:
-        raise ApiError(410, "scan_gone", f"measurement {row.id} records no file to read its image from")
-    path = Path(text)
-    if not path.is_file():
-        pruned = job is not None and job.detail and PRUNED_NOTE in job.detail
-        why = ("spool retention deleted it (FETALHC_SPOOL_RETENTION_DAYS; the job's detail says when)" if pruned
-               else "it was moved or deleted since it was measured")
-        raise ApiError(410, "scan_gone", f"the scan of measurement {row.id} is no longer there: {why}")
-    return path
-
-
-def measured_frame(row: Measurement, path: Path, max_scan_mb: float) -> Scan:
-    """The frame and region the row was measured on, decoded again (422 when the file no longer reads)."""
-    region = (row.region_x0, row.region_y0, row.region_x1, row.region_y1)
-    wanted = None if any(v is None for v in region) else tuple(int(v) for v in region)  # type: ignore[arg-type]
     try:
-        with scan_budget(max_scan_mb):
-            scans = list(iter_scans(path, [row.frame or 1]))
+        return scan_file(row, job)
+    except FrameGone as exc:
+        raise ApiError(410, "scan_gone", str(exc)) from None
+
+
+def frame_of(row: Measurement, path: Path, max_scan_mb: float) -> Scan:
+    """The frame and region the row was measured on, decoded again (422 when the file no longer reads)."""
+    try:
+        return measured_frame(row, path, max_scan_mb)
     except DicomError as exc:
         raise ApiError(422, "scan_unreadable", f"the scan of measurement {row.id} cannot be read again: "
                        f"{exc.reason}") from None
-    for scan in scans:
-        if scan.calibration.region == wanted:
-            return scan
-    if scans:
-        return scans[0]
-    raise ApiError(422, "scan_unreadable", f"the scan of measurement {row.id} has no frame {row.frame}")
 
 
 def plane_caption(row: Measurement) -> str:

@@ -27,7 +27,7 @@ from db import (
 )
 from models.growth import GA_MAX_DAYS, GA_MIN_DAYS, centile_curves
 from worker.api.app import ApiApp
-from worker.api.images import measured_frame, render_png, scan_path
+from worker.api.images import frame_of, render_png, scan_path
 from worker.api.messages import ApiError
 from worker.measure.review import NOTE_MAX, Decision, ReviewRefused, apply_review
 
@@ -140,7 +140,7 @@ def measurement_image(app: ApiApp, ident: int, overlay: bool, width: int | None)
         review = latest_review(session, row)
         path = scan_path(row, job)
         session.expunge_all()
-    scan = measured_frame(row, path, app.settings.max_scan_mb)
+    scan = frame_of(row, path, app.settings.max_scan_mb)
     return render_png(row, scan, review, overlay=overlay, width=width)
 
 

@@ -26,7 +26,7 @@ from worker.cli.queueing import (
 )
 from worker.cli.results import RESULT_COLUMNS, cmd_agreement, cmd_centile, cmd_results, cmd_serve
 from worker.cli.tokens import cmd_token
-from worker.cli.tools import cmd_bench, cmd_convert_hc18, cmd_demo
+from worker.cli.tools import cmd_bench, cmd_convert_hc18, cmd_demo, cmd_export_labels
 from worker.cli.training import cmd_eval, cmd_eval_gate, cmd_train
 from worker.core.logs import configure_logging
 from worker.core.settings import get_settings
@@ -220,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-sent", action="store_true", help="delete each file the PACS stored")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sr)
+
+    p = sub.add_parser("export-labels", help="frames people accepted or corrected, in HC18's layout, to train on")
+    p.add_argument("--out", required=True, help="folder to write (training_set/ and its CSV)")
+    p.add_argument("--since", type=_date, default=None, help="decisions on or after this date (YYYY-MM-DD)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_labels)
 
     p = sub.add_parser("token", help="named API tokens (reviewers): add NAME, list, revoke NAME")
     p.add_argument("action", choices=("add", "list", "revoke"))

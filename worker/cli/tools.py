@@ -1,4 +1,4 @@
-"""Tools: ``bench``, ``demo``, ``convert-hc18``."""
+"""Tools: ``bench``, ``demo``, ``convert-hc18``, ``export-labels``."""
 
 from __future__ import annotations
 
@@ -78,4 +78,21 @@ def cmd_convert_hc18(args: argparse.Namespace) -> int:
     else:
         print(f"converted {len(converted)} HC18 images to {args.out}"
               + (" (JPEG baseline, YBR_FULL_422)" if args.jpeg else " (uncompressed)"))
+    return 0
+
+
+def cmd_export_labels(args: argparse.Namespace) -> int:
+    """Write the frames people accepted or corrected in HC18's layout (``fetalhc train --extra-data DIR``)."""
+    from worker.tools.export_labels import export_labels
+
+    summary = export_labels(get_settings(), Path(args.out), args.since)
+    if args.json:
+        _print_json({"out": args.out, "written": len(summary.written), "files": summary.written,
+                     "skipped": {str(k): v for k, v in summary.skipped.items()}})
+    else:
+        print(f"{len(summary.written)} reviewed frame(s) written to {args.out} in HC18's layout"
+              + (f"; {len(summary.skipped)} passed over" if summary.skipped else ""))
+        for ident, why in summary.skipped.items():
+            print(f"  measurement {ident}: {why}")
+        print(f"train on them: fetalhc train --data <HC18 folder> --extra-data {args.out}")
     return 0

@@ -243,3 +243,6 @@ def test_reviews_on_postgresql(fetalhc_env: pytest.MonkeyPatch, pg_url: str, tmp
         stored = session.get(Measurement, scans[0].id)
         assert stored is not None and (stored.reviewed_by, stored.reviewed_hc_mm) == ("dana", 140.0)
         assert stored.reviewed_at is not None and stored.reviewed_at.tzinfo is not None
+        from db import confirmed_rows
+
+        assert [(c.measurement.id, c.review.hc_mm) for c in confirmed_rows(session)] == [(scans[0].id, 140.0)]
