@@ -39,6 +39,7 @@ from db.repository import (
 )
 from db.reviews import (
     EFFECTIVE_COLUMNS,
+    ReviewedHC,
     ReviewedRow,
     confirmed_rows,
     effective_values,
@@ -46,6 +47,7 @@ from db.reviews import (
     record_review,
     review_dict,
     review_worklist,
+    reviewed_hcs,
     reviews_of,
 )
 from db.tables import (
@@ -78,6 +80,7 @@ __all__ = [
     # the measurement rows a report speaks to (db.report_facts)
     "AgreementPair", "agreement_pairs", "set_report_facts", "studies_owing_report_facts", "study_measured_rows",
     # people's reviews of measurements (db.reviews)
-    "EFFECTIVE_COLUMNS", "ROW_DICT_FIELDS", "Review", "ReviewDecision", "ReviewedRow", "confirmed_rows",
-    "effective_values", "latest_review", "record_review", "review_dict", "review_worklist", "reviews_of",
+    "EFFECTIVE_COLUMNS", "ROW_DICT_FIELDS", "Review", "ReviewDecision", "ReviewedHC", "ReviewedRow",
+    "confirmed_rows", "effective_values", "latest_review", "record_review", "review_dict", "review_worklist",
+    "reviewed_hcs", "reviews_of",
 ]

@@ -85,16 +85,22 @@ class AgreementPair:
     scanner_model: str | None
 
 
+def study_scanner_model() -> Any:
+    """A scalar subquery for a ``measurements`` row: the (0008,1090) Manufacturer's Model Name of its study's newest
+    read report (NULL without one)."""
+    return (select(ObReportRow.model_name)
+            .where(ObReportRow.study_instance_uid == Measurement.study_instance_uid,
+                   ObReportRow.status != ObReportStatus.MALFORMED.value)
+            .order_by(ObReportRow.received_at.desc(), ObReportRow.id.desc())
+            .limit(1).scalar_subquery())
+
+
 def agreement_pairs(session: Session, since: dt.date | None = None) -> list[AgreementPair]:
     """Every stored row (measured or needs_review) with both HCs, oldest study first; ``since``: study date on or after.
 
     The scanner model is the (0008,1090) Manufacturer's Model Name of the study's newest read report.
     """
-    model = (select(ObReportRow.model_name)
-             .where(ObReportRow.study_instance_uid == Measurement.study_instance_uid,
-                    ObReportRow.status != ObReportStatus.MALFORMED.value)
-             .order_by(ObReportRow.received_at.desc(), ObReportRow.id.desc())
-             .limit(1).scalar_subquery())
+    model = study_scanner_model()
     stmt = (select(Measurement.hc_mm, Measurement.sonographer_hc_mm, Measurement.study_date, model)
             .where(Measurement.hc_mm.is_not(None), Measurement.sonographer_hc_mm.is_not(None),
                    Measurement.status.in_(REPORTABLE_STATUSES)))

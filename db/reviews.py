@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, and_, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from db.report_facts import study_scanner_model
 from db.tables import (
     CONFIRMING_DECISIONS,
     REVIEW_COLUMNS,
@@ -143,6 +144,33 @@ def confirmed_rows(session: Session, since: dt.date | None = None) -> list[Revie
         stmt = stmt.where(Review.decided_at >= dt.datetime.combine(since, dt.time(), dt.timezone.utc))
     stmt = stmt.order_by(Review.decided_at, Review.id)
     return [ReviewedRow(m, r) for m, r in session.execute(stmt)]
+
+
+@dataclass(frozen=True)
+class ReviewedHC:
+    """One image's HC by up to three readers (mm): fetalhc's, the reviewer's (accepted: fetalhc's; corrected: the
+    correction's) and the sonographer's from the study's report (None without one)."""
+
+    hc_mm: float
+    reviewer_hc_mm: float
+    sonographer_hc_mm: float | None
+    decision: str
+    study_date: dt.date | None
+    scanner_model: str | None
+
+
+def reviewed_hcs(session: Session, since: dt.date | None = None) -> list[ReviewedHC]:
+    """Every row with fetalhc's HC whose latest review confirms an HC, oldest study first (``since``: study date on
+    or after); the scanner model as in ``db.agreement_pairs``."""
+    stmt = (select(Measurement.hc_mm, Measurement.reviewed_hc_mm, Measurement.sonographer_hc_mm,
+                   Measurement.review_decision, Measurement.study_date, study_scanner_model())
+            .where(Measurement.hc_mm.is_not(None), Measurement.reviewed_hc_mm.is_not(None),
+                   Measurement.review_decision.in_([d.value for d in CONFIRMING_DECISIONS])))
+    if since is not None:
+        stmt = stmt.where(Measurement.study_date >= since)
+    stmt = stmt.order_by(Measurement.study_date.nulls_last(), Measurement.id)
+    return [ReviewedHC(float(hc), float(rev), None if son is None else float(son), decision, day, model)
+            for hc, rev, son, decision, day, model in session.execute(stmt)]
 
 
 def review_dict(review: Review) -> dict[str, Any]:

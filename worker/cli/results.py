@@ -15,7 +15,9 @@ from worker.core.settings import get_settings
 # liveness probe stay fast).
 
 RESULT_COLUMNS = ("study_date", "patient_id", "sop_instance_uid", "frame", "status", "hc_mm", "ga_days",
-                  "hc_centile", "reason", "plane_label")
+                  "hc_centile", "reason", "plane_label",
+                  # after people's reviews: the HC to use, and who decided what (empty: nobody has yet)
+                  "effective_hc_mm", "review_decision", "reviewed_by")
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -56,21 +58,26 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.chart:
         from worker.tools.chart import draw_growth_chart
 
-        draw_growth_chart(rows, Path(args.chart), settings.growth_standard)
+        # the effective HC: a reviewer's correction replaces the model's, a rejected image has none to plot
+        draw_growth_chart([{**row, "hc_mm": row["effective_hc_mm"]} for row in rows], Path(args.chart),
+                          settings.growth_standard)
         print(f"growth chart written to {args.chart}", file=sys.stderr)
     return 0
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
-    """Bland-Altman agreement of fetalhc's HC with the sonographer's (from the OB reports) over stored studies."""
-    from db import agreement_pairs, session_scope, upgrade
-    from worker.tools.agreement import agreement_report, draw_bland_altman
+    """Bland-Altman agreement of fetalhc's HC with the sonographer's (from the OB reports) over stored studies, and
+    of both with the reviewers' confirmed HCs (a third reader)."""
+    from db import agreement_pairs, reviewed_hcs, session_scope, upgrade
+    from worker.tools.agreement import agreement_report, draw_bland_altman, reviewer_agreement
 
     settings = get_settings()
     upgrade(settings.database_url)
     with session_scope(settings.database_url) as session:
         pairs = agreement_pairs(session, args.since)
+        reviewed = reviewed_hcs(session, args.since)
     report = agreement_report(pairs)
+    report["reviewer"] = reviewer_agreement(reviewed)
     if args.plot:
         if not pairs:
             raise ValueError("no stored image has both fetalhc's and a sonographer's HC: nothing to plot")
@@ -79,21 +86,32 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
-    overall = report["overall"]
-    if overall is None:
-        print("no stored image has both fetalhc's and a sonographer's HC (they come from OB-GYN SR reports)")
-        return 0
 
     def line(name: str, a: dict[str, Any]) -> str:
         loa = (f"limits {a['lower_loa_mm']:+.2f} to {a['upper_loa_mm']:+.2f} mm" if a["sd_mm"] is not None
                else "limits need 2 pairs")
         return f"{name:24s} n={a['n']:5d}  bias {a['bias_mm']:+.2f} mm  {loa}  mean |diff| {a['mean_abs_diff_mm']:.2f} mm"
 
-    print("fetalhc minus sonographer HC (Bland-Altman)")
-    print(line("all studies", overall))
-    for title, key in (("by scanner model", "by_scanner_model"), ("by month", "by_month")):
-        print(title)
-        for name, a in report[key].items():
+    overall = report["overall"]
+    if overall is None:
+        print("no stored image has both fetalhc's and a sonographer's HC (they come from OB-GYN SR reports)")
+    else:
+        print("fetalhc minus sonographer HC (Bland-Altman)")
+        print(line("all studies", overall))
+        for title, key in (("by scanner model", "by_scanner_model"), ("by month", "by_month")):
+            print(title)
+            for name, a in report[key].items():
+                print(line(f"  {name}", a))
+    for key, title in (("fetalhc_vs_reviewer", "fetalhc minus reviewer HC"),
+                       ("sonographer_vs_reviewer", "sonographer minus reviewer HC")):
+        section = report["reviewer"][key]
+        if section["overall"] is None:
+            print(f"{title}: no image has both (reviewers confirm HCs on the page's Review view)")
+            continue
+        counts = ", ".join(f"{n} {d}" for d, n in sorted(section["decisions"].items()))
+        print(f"{title} ({counts})")
+        print(line("all reviewed", section["overall"]))
+        for name, a in section["by_month"].items():
             print(line(f"  {name}", a))
     return 0
 

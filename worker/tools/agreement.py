@@ -1,8 +1,10 @@
-"""``fetalhc agreement``: Bland-Altman agreement of fetalhc's HC with the sonographer's, overall, by scanner and month.
+"""``fetalhc agreement``: Bland-Altman agreement of fetalhc's HC with the sonographer's, overall, by scanner and month;
+and with the reviewers' (``fetalhc`` review decisions) as a third reader: fetalhc vs reviewer, sonographer vs reviewer.
 
 Bland JM, Altman DG, "Statistical methods for assessing agreement between two methods of clinical
 measurement", Lancet 1986;1(8476):307-10: the mean difference (bias) and the 95% limits of agreement,
-bias +- 1.96 SD of the differences. Differences are fetalhc minus sonographer, in mm.
+bias +- 1.96 SD of the differences. Differences are fetalhc minus sonographer, in mm; against the reviewer, the
+first reader minus the reviewer (a reviewer who accepted fetalhc's HC read it as fetalhc did: difference 0).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from db import AgreementPair
+from db import AgreementPair, ReviewedHC
 
 UNKNOWN_MODEL = "unknown"
 
@@ -33,7 +35,11 @@ class Agreement:
 
 def agreement(pairs: Sequence[AgreementPair]) -> Agreement | None:
     """The Bland-Altman figures of the pairs (None for none; no SD or limits for a single pair)."""
-    diffs = [p.hc_mm - p.sonographer_hc_mm for p in pairs]
+    return agreement_of([p.hc_mm - p.sonographer_hc_mm for p in pairs])
+
+
+def agreement_of(diffs: Sequence[float]) -> Agreement | None:
+    """The Bland-Altman figures of these differences (mm; None for none; no SD or limits for a single one)."""
     if not diffs:
         return None
     bias = statistics.fmean(diffs)
@@ -59,6 +65,30 @@ def agreement_report(pairs: Sequence[AgreementPair]) -> dict[str, Any]:
         "by_scanner_model": grouped(lambda p: p.scanner_model or UNKNOWN_MODEL),
         "by_month": grouped(lambda p: p.study_date.strftime("%Y-%m") if p.study_date else UNKNOWN_MODEL),
     }
+
+
+def reviewer_agreement(reviewed: Sequence[ReviewedHC]) -> dict[str, Any]:
+    """The reviewers as a third reader: fetalhc minus reviewer over every confirmed row, sonographer minus reviewer
+    where the study's report gives the sonographer's HC; overall, by scanner model and month, and decisions counted."""
+    def section(rows: Sequence[ReviewedHC], first: str, value: Any) -> dict[str, Any]:
+        def grouped(key: Any) -> dict[str, Any]:
+            groups: dict[str, list[float]] = {}
+            for r in rows:
+                groups.setdefault(key(r), []).append(value(r) - r.reviewer_hc_mm)
+            return {k: asdict(agreement_of(v)) for k, v in sorted(groups.items())}  # type: ignore[arg-type]
+
+        overall = agreement_of([value(r) - r.reviewer_hc_mm for r in rows])
+        decisions: dict[str, int] = {}
+        for r in rows:
+            decisions[r.decision] = decisions.get(r.decision, 0) + 1
+        return {"difference": f"{first} minus reviewer HC, mm", "overall": asdict(overall) if overall else None,
+                "decisions": decisions,
+                "by_scanner_model": grouped(lambda r: r.scanner_model or UNKNOWN_MODEL),
+                "by_month": grouped(lambda r: r.study_date.strftime("%Y-%m") if r.study_date else UNKNOWN_MODEL)}
+
+    with_sonographer = [r for r in reviewed if r.sonographer_hc_mm is not None]
+    return {"fetalhc_vs_reviewer": section(reviewed, "fetalhc", lambda r: r.hc_mm),
+            "sonographer_vs_reviewer": section(with_sonographer, "sonographer", lambda r: r.sonographer_hc_mm)}
 
 
 def draw_bland_altman(pairs: Sequence[AgreementPair], path: Path) -> Path:

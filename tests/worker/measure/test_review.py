@@ -84,3 +84,28 @@ def test_a_report_after_the_review_dates_the_reviewed_hc(fetalhc_env: pytest.Mon
         assert (row.ga_source, row.ga_days) == ("report_edd", 140.0)
         assert row.reviewed_hc_centile == pytest.approx(hc_centile(scan.hc_mm + 15, 140.0).centile, abs=1e-3)
         assert row.reviewed_hc_centile > row.hc_centile
+
+
+def test_fetalhc_results_shows_the_effective_values_and_who_confirmed_them(
+        fetalhc_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = get_settings().database_url
+    scans = store_flagged_scans(url, tmp_path / "scans", 3)
+    with session_scope(url) as session:
+        for scan, decision in zip(scans, (Decision(ReviewDecision.CORRECTED, hc_mm=150.25),
+                                          Decision(ReviewDecision.REJECTED_UNUSABLE))):
+            row = session.get(Measurement, scan.id)
+            assert row is not None
+            apply_review(session, row, "bob", decision, "intergrowth")
+    assert main(["results", "--json"]) == 0
+    rows = {r["id"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert (rows[scans[0].id]["effective_hc_mm"], rows[scans[0].id]["confirmed"]) == (150.25, True)
+    assert rows[scans[0].id]["hc_mm"] != 150.25 and rows[scans[0].id]["reviewed_by"] == "bob"
+    assert (rows[scans[1].id]["effective_status"], rows[scans[1].id]["effective_hc_mm"]) == ("rejected", None)
+    assert (rows[scans[2].id]["effective_hc_mm"], rows[scans[2].id]["confirmed"]) == (rows[scans[2].id]["hc_mm"], False)
+    assert main(["results", "--csv"]) == 0
+    assert "effective_hc_mm" in capsys.readouterr().out.splitlines()[0]
+    assert main(["results"]) == 0
+    table = capsys.readouterr().out
+    assert "effective_hc_mm" in table and "150.2" in table and "corrected" in table and "bob" in table
+    chart = tmp_path / "hc.png"
+    assert main(["results", "--chart", str(chart)]) == 0 and chart.is_file()

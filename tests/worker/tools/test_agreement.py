@@ -58,3 +58,40 @@ def test_agreement_from_stored_reports_and_images(fetalhc_env: pytest.MonkeyPatc
     assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["agreement", "--since", "2026-04-01", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["overall"] is None
+
+
+def test_reviewers_are_a_third_reader(fetalhc_env: pytest.MonkeyPatch, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from db import Measurement, ReviewDecision, session_scope, set_report_facts
+    from tests.worker.review_support import store_flagged_scans
+    from worker.core.settings import get_settings
+    from worker.measure.review import Decision, apply_review
+
+    url = get_settings().database_url
+    scans = store_flagged_scans(url, tmp_path / "scans", 4)
+    sonographer = {scans[0].id: 120.0, scans[1].id: 118.0}  # the other two studies have no report
+    decisions = [Decision(ReviewDecision.ACCEPTED), Decision(ReviewDecision.CORRECTED, hc_mm=125.0),
+                 Decision(ReviewDecision.CORRECTED, hc_mm=130.0), Decision(ReviewDecision.REJECTED_NOT_HEAD)]
+    model_hc = {}
+    with session_scope(url) as session:
+        for scan, decision in zip(scans, decisions):
+            row = session.get(Measurement, scan.id)
+            assert row is not None
+            model_hc[scan.id] = row.hc_mm
+            if scan.id in sonographer:
+                set_report_facts(session, scan.id, {"sonographer_hc_mm": sonographer[scan.id]})
+            apply_review(session, row, "alice", decision, "intergrowth")
+    assert main(["agreement", "--json"]) == 0
+    reviewer = json.loads(capsys.readouterr().out)["reviewer"]
+    model = reviewer["fetalhc_vs_reviewer"]
+    diffs = [0.0, model_hc[scans[1].id] - 125.0, model_hc[scans[2].id] - 130.0]  # the rejected row reads no HC
+    assert model["overall"]["n"] == 3 and model["decisions"] == {"accepted": 1, "corrected": 2}
+    assert model["overall"]["bias_mm"] == pytest.approx(sum(diffs) / 3, abs=1e-3)
+    sono = reviewer["sonographer_vs_reviewer"]
+    assert sono["overall"]["n"] == 2
+    assert sono["overall"]["bias_mm"] == pytest.approx(((120.0 - model_hc[scans[0].id]) + (118.0 - 125.0)) / 2,
+                                                       abs=1e-3)
+    assert main(["agreement"]) == 0
+    text = capsys.readouterr().out
+    assert "fetalhc minus reviewer HC (1 accepted, 2 corrected)" in text
+    assert "sonographer minus reviewer HC (1 accepted, 1 corrected)" in text
