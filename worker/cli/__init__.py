@@ -172,9 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("eval-gate", help="head-plane gate on held-out heads and non-heads: AUC, kept, refused")
+    p = sub.add_parser("eval-gate", help="plane decision on held-out heads and non-heads, the gate alone and with "
+                                         "the plane classifier: AUC, kept, review, refused")
     p.add_argument("--data", default="../shared", help="folder holding hc18/, us-negatives/ and other-heads/")
     p.add_argument("--gate", default=None, help="gate file (default: the shipped gate)")
+    p.add_argument("--classifier", default=None,
+                   help="SonoNet16.npz for the second configuration (default FETALHC_PLANE_CLASSIFIER; none: the "
+                        "gate alone only)")
     p.add_argument("--threshold", type=float, default=None, help="another operating point (0-1)")
     p.add_argument("--backend", default=None, choices=["auto", "torch", "openvino", "onnxruntime"],
                    help="inference backend (default FETALHC_BACKEND)")

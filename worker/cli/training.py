@@ -31,7 +31,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_gate(args: argparse.Namespace) -> int:
-    """Validate the head-plane gate on held-out images through the measuring path (see models.evaluation.gate_eval)."""
+    """Validate the plane decision on held-out images through the measuring path, the gate alone and with SonoNet-16
+    (see models.evaluation.gate_eval)."""
     from models.evaluation.gate_eval import evaluate_gate, format_report, held_out_items
     from models.plane.head_plane import load_gate
     from models.segmentation.backends import make_forward
@@ -48,7 +49,13 @@ def cmd_eval_gate(args: argparse.Namespace) -> int:
         gate = gate.with_threshold(args.threshold)
     model = load_weights(settings.weights)
     forward = make_forward(model, backend, precision=args.precision or settings.precision.value)
-    report = evaluate_gate(gate, model, items, net=forward)
+    classifier_file = args.classifier or settings.plane_classifier
+    classifier = None
+    if classifier_file:
+        from models.plane.sononet import load_plane_classifier
+
+        classifier = load_plane_classifier(classifier_file, backend)
+    report = evaluate_gate(gate, model, items, net=forward, classifier=classifier)
     report["backend"], report["precision"] = forward.backend.value, forward.precision.value
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

@@ -39,15 +39,17 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> dict[str, Any]:
-    """Time ``n`` generated 800x540 scans: DICOM read, segmentation + fit (batch of 1 and batched), and the
-    head-plane gate's verdict on each (``gate_s_median``; None with ``FETALHC_HEAD_PLANE_GATE=off``)."""
+    """Time ``n`` generated 800x540 scans: DICOM read, segmentation + fit (batch of 1 and batched), the
+    head-plane gate's verdict on each (``gate_s_median``; None with ``FETALHC_HEAD_PLANE_GATE=off``) and the plane
+    classifier's answer on each, one at a time and in batches (``classifier_s_median``,
+    ``classifier_batched_s_per_scan``; None without ``FETALHC_PLANE_CLASSIFIER``)."""
     if threads:
         torch.set_num_threads(threads)
     ctx = load_context(settings)
     with tempfile.TemporaryDirectory() as tmp:
         paths = [write_us_image(Path(tmp) / f"{i}.dcm", make_phantom(hc_mm=120 + 10 * i % 200, seed=i).image, 0.15)
                  for i in range(n)]
-        read_s, infer_s, gate_s = [], [], []
+        read_s, infer_s, gate_s, classifier_s = [], [], [], []
         scans = []
         for path in paths:
             t0 = time.perf_counter()
@@ -56,6 +58,8 @@ def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> di
         measure_images(ctx.net, [scans[0].pixels], [scans[0].spacing_mm], ctx.model.input_size, ctx.device)
         if ctx.gate is not None:  # its first call pays one-off costs too
             ctx.gate.verdicts([scans[0].pixels], [None])
+        if ctx.classifier is not None:
+            ctx.classifier.classify([scans[0].pixels])
         for scan in scans:
             t0 = time.perf_counter()
             result = measure_images(ctx.net, [scan.pixels], [scan.spacing_mm], ctx.model.input_size,
@@ -65,16 +69,28 @@ def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> di
                 t0 = time.perf_counter()
                 ctx.gate.verdicts([scan.pixels], [getattr(result, "ellipse_px", None)])
                 gate_s.append(time.perf_counter() - t0)
+            if ctx.classifier is not None:
+                t0 = time.perf_counter()
+                ctx.classifier.classify([scan.pixels])
+                classifier_s.append(time.perf_counter() - t0)
         batch = min(settings.batch_size, n)
         measure_gated(ctx.net, [s.pixels for s in scans[:batch]], [s.spacing_mm for s in scans[:batch]],
-                      ctx.model.input_size, ctx.device, gate=ctx.gate)  # a new batch size compiles once: untimed
+                      ctx.model.input_size, ctx.device, gate=ctx.gate,
+                      classifier=ctx.classifier)  # a new batch size compiles once: untimed
         t0 = time.perf_counter()
         for start in range(0, n, batch):
             chunk = scans[start : start + batch]
             measure_gated(ctx.net, [s.pixels for s in chunk], [s.spacing_mm for s in chunk],
-                          ctx.model.input_size, ctx.device, gate=ctx.gate)
+                          ctx.model.input_size, ctx.device, gate=ctx.gate, classifier=ctx.classifier)
         batched = (time.perf_counter() - t0) / n
-    per_scan = [r + i + g for r, i, g in zip(read_s, infer_s, gate_s or [0.0] * n)]  # the gate included
+        classifier_batched = None
+        if ctx.classifier is not None:
+            t0 = time.perf_counter()
+            for start in range(0, n, batch):
+                ctx.classifier.classify([s.pixels for s in scans[start : start + batch]])
+            classifier_batched = (time.perf_counter() - t0) / n
+    # the gate and the classifier included
+    per_scan = [r + i + g + c for r, i, g, c in zip(read_s, infer_s, gate_s or [0.0] * n, classifier_s or [0.0] * n)]
     return {
         "device": str(ctx.device), "backend": _backend_name(ctx), "precision": _precision_name(ctx),
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
@@ -88,6 +104,11 @@ def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> di
         "head_plane_gate": "off" if ctx.gate is None else "on",
         "gate_s_median": round(statistics.median(gate_s), 4) if gate_s else None,
         "gate_share_of_measure": round(statistics.median(gate_s) / statistics.median(infer_s), 3) if gate_s else None,
+        "plane_classifier": "off" if ctx.classifier is None else f"SonoNet-16 {ctx.classifier.sha256[:12]}",
+        "classifier_s_median": round(statistics.median(classifier_s), 4) if classifier_s else None,
+        "classifier_batched_s_per_scan": round(classifier_batched, 4) if classifier_batched is not None else None,
+        "classifier_share_of_measure": (round(statistics.median(classifier_s) / statistics.median(infer_s), 3)
+                                        if classifier_s else None),
         "scans_per_hour_one_process": int(3600 / statistics.median(per_scan)),
     }
 
