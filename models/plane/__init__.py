@@ -1,4 +1,5 @@
-"""Head plane (runtime): is this a fetal head biometry plane? The gate, its network and features, its verdicts."""
+"""Plane recognition (runtime): is this a fetal head biometry plane, and which standard plane is it? The gate, its
+network and features, SonoNet-16 (the plane classifier), and the one decision that joins them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from models import lazy_exports
 _EXPORTS = {
     "verdict": ("HeadPlaneGate", "PlaneVerdict"),
     "head_plane": ("SHIPPED_GATE", "load_gate"),
-    "gating": ("apply_gate", "finish_gated", "measure_gated"),
+    "gating": ("PLANE_UNCERTAIN", "PlaneJudgement", "apply_gate", "finish_gated", "finish_judged", "judge",
+               "measure_gated"),
+    "decision": ("PlaneDecision", "PlaneEvidence", "PlaneOutcome", "PlanePolicy", "decide"),
+    "classes": ("PlaneClass",),
+    "sononet": ("PlaneClassifier", "PlaneProbabilities", "load_plane_classifier", "plane_classifier_problem"),
     "gate_io": ("TrainedGate", "read_gate", "write_gate"),
     "net": ("build_plane_net", "letterbox", "plane_logits"),
     "skull_echo": ("FEATURES", "skull_features"),
