@@ -13,6 +13,7 @@ from typing import Any
 from db import create_job, session_scope
 from db.rows import MeasurementRow
 from dicom_io import SpacingSource
+from dicom_io.encoded import host_pixels  # a scan's pixels may be a JPEG codestream, or on a GPU
 from worker.api.app import ApiApp
 from worker.api.messages import ApiError
 from worker.api.uploads import Upload, write_dicom
@@ -29,12 +30,12 @@ def _overlay_data_url(item: WorkItem, row: MeasurementRow) -> str | None:
         scan, bio = item.best
         caption = (f"HC {bio.hc_mm:.1f} mm   BPD {bio.bpd_mm:.1f} mm   OFD {bio.ofd_mm:.1f} mm   "
                    f"quality {bio.quality:.2f}")
-        image, ellipse = scan.pixels, bio.ellipse_px
+        image, ellipse = host_pixels(scan), bio.ellipse_px
     elif item.refused is not None:
         scan, refusal = item.refused
-        image, ellipse, caption = scan.pixels, None, f"not a head plane (head-plane score {refusal.score:.3f})"
+        image, ellipse, caption = host_pixels(scan), None, f"not a head plane (head-plane score {refusal.score:.3f})"
     elif item.first_scan is not None:
-        image, ellipse, caption = item.first_scan.pixels, None, f"not measured: {row.get('reason')}"
+        image, ellipse, caption = host_pixels(item.first_scan), None, f"not measured: {row.get('reason')}"
     else:
         return None
     buf = io.BytesIO()

@@ -20,7 +20,8 @@ ALL_BACKENDS = ("torch", "openvino", "openvino:bf16", "onnxruntime")
 
 def wants_report(args: argparse.Namespace) -> bool:
     """Whether the command asked for a section of the report (else the classic per-scan bench runs)."""
-    return bool(args.backends or args.enqueue or args.rows or args.celery_batch or args.profile)
+    return bool(args.backends or args.enqueue or args.rows or args.celery_batch or args.profile
+                or getattr(args, "process", 0))
 
 
 def _backends(text: str) -> list[str]:
@@ -56,6 +57,13 @@ def build_report(settings: Settings, args: argparse.Namespace, argv: list[str] |
 
         report["celery_measure_batch"] = [bench_celery_batch(settings, n=max(args.n, size), batch=size, amp=args.amp)
                                           for size in sorted({1, *batch_sizes})]
+    if getattr(args, "process", 0):
+        from worker.tools.process_bench import bench_process
+
+        workers = [int(w) for w in str(args.process_workers).split(",") if w.strip()]
+        report["process"] = bench_process(args.process, workers, batch_size=args.process_batch or settings.batch_size,
+                                          device=settings.device.value, repeats=args.repeats,
+                                          compare_cpu=args.compare_cpu, cpus=args.threads or None)
     if args.enqueue:
         from worker.queue.enqueue_bench import bench_enqueue
 
@@ -97,6 +105,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="enqueue rate of a generated archive of N files into FETALHC_DATABASE_URL and the broker "
                         "(its jobs and messages are deleted afterwards)")
     p.add_argument("--enqueue-batch", type=int, default=1, metavar="B", help="scans per message for --enqueue [1]")
+    p.add_argument("--process", type=int, default=0, metavar="N",
+                   help="end to end: `fetalhc process` (fresh processes) of a generated archive of N scanner-sized "
+                        "JPEG DICOMs: start-up, steady scans/s and the ratio to the bare torch 3-flip forward pass")
+    p.add_argument("--process-workers", default="1", metavar="LIST",
+                   help="for --process: how many `fetalhc process` side by side, each count one run, e.g. 1,4,8 [1]")
+    p.add_argument("--process-batch", type=int, default=0, metavar="B",
+                   help="FETALHC_BATCH_SIZE of the --process runs [FETALHC_BATCH_SIZE]")
+    p.add_argument("--compare-cpu", type=int, default=0, metavar="N",
+                   help="with --process on CUDA: N files measured on the device and with FETALHC_DEVICE=cpu; the HC "
+                        "differences and differing decisions")
     p.add_argument("--rows", type=int, default=0, metavar="N", help="results query p50/p95 at N rows")
     p.add_argument("--database-url", default=None,
                    help="scratch database for --rows [a temporary SQLite file]; its own rows are deleted after")

@@ -20,11 +20,13 @@ OUTPUT_FIELDS = ("path", "sop_instance_uid", "frame", "status", "reason", "detai
 
 def cmd_process(args: argparse.Namespace) -> int:
     """Measure files in this process (no broker), storing rows in the configured database."""
-    from db import create_job, session_scope, upgrade
+    from db import session_scope, upgrade
+    from db.repository import create_jobs
     from worker.core.files import expand_paths
     from worker.measure.pipeline import WorkItem, load_context, measure_items
 
     settings = get_settings()
+    bound_threads(settings.torch_threads)
     upgrade(settings.database_url)
     ctx = load_context(settings)
     paths = list(expand_paths(args.paths))
@@ -32,8 +34,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     exit_code = 0
     for start in range(0, len(paths), settings.batch_size):
         chunk = paths[start : start + settings.batch_size]
-        with session_scope(settings.database_url) as session:
-            job_ids = [create_job(session, str(p.resolve()), "cli") for p in chunk]
+        with session_scope(settings.database_url) as session:  # the batch's jobs in one INSERT
+            job_ids = create_jobs(session, [(str(p.resolve()), ga_days.get(str(p.resolve()))) for p in chunk], "cli")
         items = [WorkItem(p, j, ga_days.get(str(p.resolve()))) for p, j in zip(chunk, job_ids)]
         rows = measure_items(ctx, items)
         for item in items:  # an SR: an OB-GYN report recorded (not a scan, never a failure), or another SR passed over
@@ -54,6 +56,20 @@ def cmd_process(args: argparse.Namespace) -> int:
                       + (f" [{row['flags']}]" if row.get("flags") else "")
                       + (f" plane {row['plane_label']} ({row['plane_probability']:.2f})" if row.get("plane_label") else ""))
     return exit_code
+
+
+def bound_threads(setting: int, processes: int = 1) -> int:
+    """Set torch's and OpenCV's CPU threads as a worker process does: ``FETALHC_TORCH_THREADS``, else this process's
+    share of the CPUs it may use (so several ``fetalhc process`` side by side do not oversubscribe the cores)."""
+    import cv2
+    import torch
+
+    from worker.core.cpus import available_cpus
+
+    threads = setting or max(1, available_cpus() // max(processes, 1))
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    return threads
 
 
 def _manifest_ga(manifest: str | None, paths: list[Path]) -> dict[str, float]:

@@ -29,7 +29,8 @@ from db.rows import MeasurementRow
 from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
 from dicom_io.frames import FramePlan
-from dicom_io.reader import open_scans, parse_date, read_dataset
+from dicom_io.encoded import open_encoded_scans
+from dicom_io.reader import parse_date, read_dataset
 from dicom_io.text import TEXT_CLEANED_FLAG, clean_text
 from models.errors import FetalHCError, MeasurementError, NotHeadPlane
 from models.geometry.biometry import Biometry
@@ -42,6 +43,7 @@ from models.segmentation.segment import SegmentedBatch, segment_batch
 from models.segmentation.weights import LoadedModel, cached_model
 from worker.core.settings import Settings
 from worker.measure.dating import ga_for_centile, growth_facts
+from worker.measure.device_batch import decode_on_host, measure_batch, uses_device_path
 from worker.measure.gate import classifier_for, gate_for, refusal_detail
 from worker.measure.reports import (
     ReportOutcome,
@@ -121,7 +123,7 @@ def _scans(items: Sequence[WorkItem], max_frames: int = 0) -> Iterator[tuple[Wor
     for item in items:
         t0 = time.perf_counter()
         try:
-            item.frames, scans = open_scans(item.path, max_frames=max_frames)
+            item.frames, scans = open_encoded_scans(item.path, max_frames=max_frames)  # plain JPEG left encoded
             if item.frames.sampled:
                 log.info("cine sampled: %d of %d frames", len(item.frames.frames), item.frames.total)
             for scan in scans:
@@ -144,26 +146,35 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
     forward pass runs in a helper thread (the network's libraries work outside Python's lock), and
     the scans after it are read. A single batch runs as it would without the thread. The torch network
     on CPU does not overlap (``_overlaps``).
+
+    On CUDA a batch is decoded, measured and judged on the device at once (``device_batch.measure_batch``, issue
+    23); elsewhere its plain JPEG frames are decoded on CPU threads as it is formed (``device_batch.decode_on_host``).
     """
-    pending: tuple[list[tuple[WorkItem, Scan]], Future[SegmentedBatch], float] | None = None
+    pending: tuple[list[tuple[WorkItem, Scan]], Future[Any], float] | None = None
 
     overlap = _overlaps(ctx)
+    on_device = uses_device_path(ctx)
 
-    def start(batch: list[tuple[WorkItem, Scan]]) -> tuple[list[tuple[WorkItem, Scan]], Future[SegmentedBatch], float]:
-        args = (ctx.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch], ctx.model.input_size,
-                ctx.device)
+    def start(batch: list[tuple[WorkItem, Scan]]) -> tuple[list[tuple[WorkItem, Scan]], Future[Any], float]:
+        work: Any = measure_batch if on_device else segment_batch
+        args = (ctx, [s for _, s in batch]) if on_device else (
+            ctx.net, [s.pixels for _, s in batch], [s.spacing_mm for _, s in batch], ctx.model.input_size, ctx.device)
         t0 = time.perf_counter()
         if overlap:
-            return batch, _FORWARD.submit(segment_batch, *args), t0
-        done: Future[SegmentedBatch] = Future()
+            return batch, _FORWARD.submit(work, *args), t0
+        done: Future[Any] = Future()
         try:
-            done.set_result(segment_batch(*args))
+            done.set_result(work(*args))
         except Exception as exc:  # noqa: BLE001 - raised where the overlapping path would raise it
             done.set_exception(exc)
         return batch, done, t0
 
-    def finish(batch: list[tuple[WorkItem, Scan]], future: Future[SegmentedBatch], t0: float) -> None:
-        results, judgements = finish_judged(future.result(), ctx.gate, ctx.classifier)
+    def finish(batch: list[tuple[WorkItem, Scan]], future: Future[Any], t0: float) -> None:
+        if on_device:  # measured and judged already; the scans now hold their pixels on the device
+            scans, results, judgements = future.result()
+            batch = [(item, scan) for (item, _), scan in zip(batch, scans)]
+        else:
+            results, judgements = finish_judged(future.result(), ctx.gate, ctx.classifier)
         share = (time.perf_counter() - t0) * 1000 / len(batch)
         for (item, scan), result, judgement in zip(batch, results, judgements):
             item.infer_ms += share
@@ -182,6 +193,10 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
 
     try:
         for batch in _batches(_scans(items, ctx.settings.max_frames), ctx.settings.batch_size):
+            if not on_device:
+                batch = _decoded(batch)
+                if not batch:
+                    continue
             started = start(batch)
             if pending is not None:
                 finish(*pending)
@@ -201,6 +216,17 @@ def _measure(ctx: PipelineContext, items: Sequence[WorkItem]) -> None:
 def _rank(bio: Biometry) -> tuple[bool, float]:
     """How a cine's frames compete to be its best: a head plane before an uncertain one, then by quality."""
     return PLANE_UNCERTAIN not in bio.flags, bio.quality
+
+
+def _decoded(batch: list[tuple[WorkItem, Scan]]) -> list[tuple[WorkItem, Scan]]:
+    """The batch with its JPEG frames decoded on CPU threads; a frame that cannot be is its item's error."""
+    out = []
+    for (item, _), scan in zip(batch, decode_on_host([s for _, s in batch])):
+        if isinstance(scan, Exception):
+            item.error = item.error or scan  # type: ignore[assignment]
+        else:
+            out.append((item, scan))
+    return out
 
 
 def _batches(pairs: Iterator[tuple[WorkItem, Scan]], size: int) -> Iterator[list[tuple[WorkItem, Scan]]]:
