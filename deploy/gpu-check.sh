@@ -12,7 +12,7 @@
 #   deploy/gpu-check.sh [OUT_DIR]
 #   GPU_CHECK_FETALHC="python3 -m worker.cli"  the command to run (default: fetalhc)
 #   GPU_CHECK_SCANS=2048 GPU_CHECK_WORKERS=1,2,4,8 GPU_CHECK_BATCHES=32,64  archive size, processes, batch sizes
-#   GPU_CHECK_FORWARD=0  skip the bench-cuda-*.json part
+#   GPU_CHECK_FORWARD=0  skip the bench-cuda-*.json part; GPU_CHECK_MODES="fp32"  its float32 run alone
 set -euo pipefail
 
 OUT_DIR="${1:-gpu-check}"
@@ -46,7 +46,7 @@ for batch in ${BATCHES//,/ }; do
     compare=0
 done
 [ "${GPU_CHECK_FORWARD:-1}" = 1 ] || exit 0   # GPU_CHECK_FORWARD=0: the end-to-end runs only
-for mode in fp32 amp; do
+for mode in ${GPU_CHECK_MODES:-fp32 amp}; do
     amp=(); [ "$mode" = amp ] && amp=(--amp)
     "${FETALHC[@]}" bench --device "$DEVICE" --backends torch --batch-sizes 8,32 -n "$PIPELINE_SCANS" --repeats 5 "${amp[@]}" \
         --out "$OUT_DIR/bench-$DEVICE-$mode.json" > /dev/null
