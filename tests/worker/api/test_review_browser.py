@@ -27,7 +27,7 @@ if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402 - after the skip
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 PATIENT = "P-REVIEW"
 
@@ -62,6 +62,7 @@ def test_a_reviewer_works_through_flagged_scans_with_the_keyboard(fetalhc_env: p
     get_settings.cache_clear()
     url_db = get_settings().database_url
     scans = store_flagged_scans(url_db, tmp_path / "scans", 10, patient_id=PATIENT, hc_error_mm=-10.0)
+    (gate,) = store_flagged_scans(url_db, tmp_path / "gate", 1, patient_id="P-GATE", status="not_head", first_seed=12)
     with running() as url:
         driver = browser
         wait = WebDriverWait(driver, 30)
@@ -98,6 +99,17 @@ def test_a_reviewer_works_through_flagged_scans_with_the_keyboard(fetalhc_env: p
         _press(driver, "a")
         wait.until(lambda d: "the worklist is done" in d.find_element(By.ID, "rv-msg").text)
 
+        # auditing the gate: a not_head row has no ellipse; one is dragged into place and saved
+        Select(driver.find_element(By.ID, "wl-status")).select_by_value("not_head")
+        wait.until(lambda d: _selected(d) == f"wl-row-{gate.id}")
+        _wait_image(driver, wait, gate.id)
+        assert driver.find_elements(By.ID, "rv-placeholder")
+        ActionChains(driver).click_and_hold(driver.find_element(By.ID, "rv-handle-centre")).move_by_offset(10, 5) \
+            .release().perform()
+        wait.until(lambda d: d.find_elements(By.ID, "rv-edit"))
+        _press(driver, "s")
+        wait.until(lambda d: "decided" in _class_of(d, f"wl-row-{gate.id}"))
+
         # the patient's rows: thumbnails and the growth chart
         driver.get(url + f"/#patient/{PATIENT}")
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#pt-rows .thumb img")) == 10)
@@ -112,7 +124,7 @@ def test_a_reviewer_works_through_flagged_scans_with_the_keyboard(fetalhc_env: p
     expected = dict(zip((s.id for s in scans), ["accepted", "rejected_not_head", "corrected", "accepted",
                                                   "rejected_unusable", "accepted", "accepted", None, "corrected",
                                                   "accepted"]))
-    expected_order = [(k, v) for k, v in expected.items() if v] + [(scans[7].id, "accepted")]
+    expected_order = [(k, v) for k, v in expected.items() if v] + [(scans[7].id, "accepted"), (gate.id, "corrected")]
     with session_scope(url_db) as session:
         reviews = list(session.scalars(select(Review).order_by(Review.id)))
         assert [(r.measurement_id, r.decision) for r in reviews] == expected_order
@@ -124,4 +136,7 @@ def test_a_reviewer_works_through_flagged_scans_with_the_keyboard(fetalhc_env: p
         assert dragged.reviewed_hc_mm > dragged.hc_mm
         assert rows[scans[8].id].reviewed_hc_mm == 150.5
         assert rows[scans[7].id].review_decision == "accepted"  # skipped with N at first, decided last
+        placed = rows[gate.id]  # the gate's not_head row, now a head with the HC of the ellipse placed
+        assert (placed.status, placed.review_decision, placed.hc_mm) == ("not_head", "corrected", None)
+        assert placed.reviewed_hc_mm is not None and 50 <= placed.reviewed_hc_mm <= 450
         assert re.fullmatch(r"[a-z_]+", rows[scans[1].id].review_decision or "")

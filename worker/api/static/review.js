@@ -231,8 +231,12 @@ function drawOverlay(model) {
                      "stroke-width": r / 2.5, "stroke-dasharray": review.edit ? (r + " " + r) : "none",
                      id: "rv-model" }, g);
   }
-  const e = review.edit || model;
-  if (!e) return;
+  const e = review.edit || model || defaultEllipse();  // no ellipse yet (a not_head row): one to drag into place
+  if (!review.edit && !model) {
+    const g = svg("g", { transform: rotation(e) }, layer);
+    svg("ellipse", { cx: e.cx, cy: e.cy, rx: e.a, ry: e.b, fill: "none", stroke: EDIT_COLOUR, "stroke-width": r / 4,
+                     "stroke-dasharray": (r / 2) + " " + r, id: "rv-placeholder" }, g);
+  }
   if (review.edit) {
     const g = svg("g", { transform: rotation(e) }, layer);
     svg("ellipse", { cx: e.cx, cy: e.cy, rx: e.a, ry: e.b, fill: "none", stroke: EDIT_COLOUR, "stroke-width": r / 2.5,
