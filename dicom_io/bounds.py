@@ -9,7 +9,8 @@ allocate from their own header, so everything is checked here before a decoder r
   (0028,0010) Rows, (0028,0011) Columns, (0028,0002) Samples per Pixel and (0028,0100) Bits Allocated;
 - deflated datasets (PS3.5 A.5) inflated in chunks with ``zlib`` ``max_length``, never past a cap;
 - the memory one scan's decoding holds at once, from its declared size, against ``FETALHC_MAX_SCAN_MB``
-  (``scan_budget``; 1024 MiB by default).
+  (``scan_budget``; 1024 MiB by default); a JPEG 2000 frame's tiles count too (OpenJPEG keeps state for each
+  tile: a 640 x 480 image in 1 x 1 tiles took 1.5 GB), at ``J2K_TILE_BYTES`` each.
 
 Each refusal is a permanent ``DicomError``: ``pixel_header_mismatch`` or ``over_memory_budget``.
 """
@@ -35,6 +36,8 @@ _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 
 # Markers without a length field: TEM, RST0-7, SOI (T.81 B.1.1.2).
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+# What OpenJPEG holds for each tile of a codestream while decoding it (measured: about 5 KB; rounded up).
+J2K_TILE_BYTES = 8 * 1024
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 
 
@@ -132,6 +135,21 @@ def _j2k_codestream_start(data: bytes) -> int | None:
     return None
 
 
+def j2k_tiles(data: bytes) -> int | None:
+    """How many tiles the SIZ marker segment of a JPEG 2000 frame divides its image into; None when there is no
+    readable SIZ, 0 when a tile size is 0 (malformed)."""
+    start = _j2k_codestream_start(data)
+    if start is None or data[start : start + 4] != _J2K_SOC_SIZ:
+        return None
+    siz = data[start + 4 :]
+    if len(siz) < 36:
+        return None
+    xsiz, ysiz, xosiz, yosiz, xtsiz, ytsiz, xtosiz, ytosiz = struct.unpack(">IIIIIIII", siz[4:36])
+    if xtsiz == 0 or ytsiz == 0 or xtosiz > xosiz or ytosiz > yosiz:
+        return 0
+    return -(-(xsiz - xtosiz) // xtsiz) * -(-(ysiz - ytosiz) // ytsiz)
+
+
 def j2k_geometry(data: bytes) -> FrameGeometry | None:
     """The image size in the SIZ marker segment of a JPEG 2000 frame; None when there is none."""
     start = _j2k_codestream_start(data)
@@ -148,13 +166,15 @@ def j2k_geometry(data: bytes) -> FrameGeometry | None:
     return FrameGeometry(ysiz - yosiz, xsiz - xosiz, components, bits)
 
 
-def check_frame(data: bytes, family: str, declared: FrameGeometry, number: int) -> None:
+def check_frame(data: bytes, family: str, declared: FrameGeometry, number: int, budget: int | None = None) -> None:
     """Refuse frame ``number`` (1-based) unless its own header says the ``declared`` size.
 
-    ``family``: ``jpeg`` (JPEG and JPEG-LS) or ``j2k``. Precision may be below Bits Allocated (12 of 16).
+    ``family``: ``jpeg`` (JPEG and JPEG-LS) or ``j2k``. Precision may be below Bits Allocated (12 of 16). A JPEG
+    2000 frame's tiles (``J2K_TILE_BYTES`` each) and decoded size must fit in ``budget`` (default: the current one).
 
     Raises:
         PixelHeaderMismatch: a frame header with other dimensions, components or more bits.
+        DecodeBudgetError: a JPEG 2000 frame in so many tiles that decoding it would pass the budget.
         DicomError: ``undecodable_pixels`` when the frame has no readable header (garbage: not decoded).
     """
     found = jpeg_geometry(data) if family == "jpeg" else j2k_geometry(data)
@@ -168,6 +188,13 @@ def check_frame(data: bytes, family: str, declared: FrameGeometry, number: int) 
             f"frame {number}'s {marker} header says {found.rows}x{found.columns} pixels, {found.samples} samples of "
             f"{found.bits} bits; the image header says {declared.rows}x{declared.columns}, {declared.samples} samples "
             f"in {declared.bits} bits: refused before decoding", reason="pixel_header_mismatch")
+    if family == "j2k":
+        tiles = j2k_tiles(data)
+        if not tiles:
+            raise DicomError(f"frame {number}'s SIZ marker segment has a tile size of 0: not decoded",
+                             reason="undecodable_pixels")
+        frame_bytes = declared.rows * declared.columns * declared.samples * max(declared.bits // 8, 1)
+        check_budget(frame_bytes + tiles * J2K_TILE_BYTES, f"a JPEG 2000 frame in {tiles} tiles", budget)
 
 
 # -- bounded inflate ---------------------------------------------------------------------------------------

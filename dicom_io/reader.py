@@ -155,6 +155,11 @@ def read_group_0008(source: str | Path | bytes) -> Dataset:
     Raises:
         DicomError: ``not_dicom``, ``corrupt_dicom``, ``truncated``.
     """
+    return _read_until_group(source, 0x0008)
+
+
+def _read_until_group(source: str | Path | bytes, last_group: int) -> Dataset:
+    """The file meta and the elements up to ``last_group`` (bounded as ``read_group_0008``)."""
     import io
 
     name = Path(source).name if not isinstance(source, bytes) else "data set"
@@ -164,8 +169,11 @@ def read_group_0008(source: str | Path | bytes) -> Dataset:
         if meta is not None:
             return read_deflated_header(f, meta, name).dataset
         f.seek(0)
-        return pydicom.filereader.read_partial(f, stop_when=lambda tag, vr, length: tag.group > 0x0008,
-                                               defer_size=DEFER_BYTES)
+        head = f.read(132)
+        f.seek(0)
+        force = not (len(head) >= 132 and head[128:132] == b"DICM") and _looks_like_raw_dataset(head)
+        return pydicom.filereader.read_partial(f, stop_when=lambda tag, vr, length: tag.group > last_group,
+                                               defer_size=DEFER_BYTES, force=force)
     except InvalidDicomError as exc:
         raise DicomError(f"{name} is not a DICOM file: {exc}", reason="not_dicom") from exc
     except DicomError:
@@ -588,7 +596,7 @@ def iter_frames(path: str | Path, header: Header, indices: list[int],
                 while position <= index:
                     data = next(raw)
                     position += 1
-                check_frame(data, family, declared, index + 1)
+                check_frame(data, family, declared, index + 1, max_scan_bytes)
             array = next(frames)
         except StopIteration:
             raise DicomError(f"{path.name}: frame {index + 1} is missing from the pixel data",
@@ -673,9 +681,11 @@ class InstanceIdentity:
 
 
 def read_instance_identity(source: str | Path | bytes, pixels: bool = False) -> InstanceIdentity:
-    """The ``InstanceIdentity`` of a DICOM file (a path, or its bytes); the header is parsed as ``read_header``
-    does (a deflated one inflated no further than ``dicom_io.deflate.HEADER_BYTES``, long values not read).
-    ``pixels``: also digest the pixel data (the file is read to its end); else ``pixel_digest`` is empty.
+    """The ``InstanceIdentity`` of a DICOM file (a path, or its bytes), from its elements up to group 0020 (UIDs,
+    patient, study): a deflated header is inflated no further than ``dicom_io.deflate.HEADER_BYTES``, long values
+    are not read, and what comes later (a report's content tree, however deep) is not parsed for it.
+    ``pixels``: also digest the pixel data (the rest of the header parsed to find it, the file read to its end;
+    a header that cannot be parsed: the whole file); else ``pixel_digest`` is empty.
 
     Raises:
         DicomError: ``missing_file``, ``not_dicom``, ``truncated``, ``corrupt_dicom``.
@@ -684,38 +694,41 @@ def read_instance_identity(source: str | Path | bytes, pixels: bool = False) -> 
     import io
 
     if isinstance(source, bytes):
-        f: BinaryIO = io.BytesIO(source)
-        path, size = Path("data set"), len(source)
-        if not size:
+        if not source:
             raise DicomError("an empty data set is not DICOM", reason="not_dicom")
+        path, size = Path("data set"), len(source)
     else:
         path = Path(source)
         size = _check_file(path)
-        f = open(path, "rb")
-    try:
-        ds = _parse(f, path, size)
-        meta = getattr(ds, "file_meta", None)
-        deflated = str(getattr(meta, "TransferSyntaxUID", "") or "").strip("\x00 ") == pdu.DeflatedExplicitVRLittleEndian
-        start = 0 if deflated else f.tell()
-        if start >= size:
-            start = 0  # no pixel data: the whole file
-        digest = hashlib.sha256()
-        if pixels:
+    ds = _read_until_group(source, 0x0020)
+    digest = hashlib.sha256()
+    if pixels:
+        f: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else open(path, "rb")
+        try:
+            try:
+                head = _parse(f, path, size)
+                meta = getattr(head, "file_meta", None)
+                deflated = str(getattr(meta, "TransferSyntaxUID", "") or "").strip("\x00 ") == \
+                    pdu.DeflatedExplicitVRLittleEndian
+                start = 0 if deflated or f.tell() >= size else f.tell()
+            except DicomError:
+                start = 0  # the header cannot be parsed to its pixel data: the whole file
             f.seek(start)
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-        return InstanceIdentity(_text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID"), _text(ds, "StudyInstanceUID"),
-                                _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID"), _date(ds, "PatientBirthDate"),
-                                digest.hexdigest() if pixels else "")
-    finally:
-        f.close()
+        finally:
+            f.close()
+    return InstanceIdentity(_text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID"), _text(ds, "StudyInstanceUID"),
+                            _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID"), _date(ds, "PatientBirthDate"),
+                            digest.hexdigest() if pixels else "")
 
 
 def _check_decode_budget(header: Header, budget: int) -> None:
     """Refuse a scan whose decoding would hold more than ``budget`` bytes at once, from its declared size.
 
     Held at once: one decoded frame, plus the whole stream of a video cine (the file's bytes after
-    the pixel data starts); a deflated dataset was checked whole when it was inflated.
+    the pixel data starts), plus the header before the pixel data (its long values are not read while parsing,
+    ``DEFER_BYTES``, but any code that uses one would); a deflated dataset was checked whole when it was inflated.
     """
     ds = header.dataset
     geometry = declared_geometry(ds)
@@ -723,8 +736,10 @@ def _check_decode_budget(header: Header, budget: int) -> None:
     stream = 0
     if is_video_syntax(header.transfer_syntax) and header.pixels is not None:
         stream = max(header.file_size - header.pixels.offset, 0)
-    check_budget(frame_bytes + stream, f"{geometry.rows}x{geometry.columns}x{geometry.samples} frame"
-                 + (f" and a {stream / (1 << 20):.0f} MiB video stream" if stream else ""), budget)
+    head = header.pixels.offset if header.pixels is not None else 0
+    check_budget(frame_bytes + stream + head, f"{geometry.rows}x{geometry.columns}x{geometry.samples} frame"
+                 + (f" and a {stream / (1 << 20):.0f} MiB video stream" if stream else "")
+                 + (f" after a {head / (1 << 20):.0f} MiB header" if head >= 1 << 20 else ""), budget)
 
 
 def _prepare(path: Path, budget: int) -> tuple[Header, list[Calibration], int, int, int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ PRIVATE_SCHEME_NAME = "fetalhc local codes"
 MANUFACTURER = "fetalhc"
 SERIES_NUMBER = 9301
 SERIES_DESCRIPTION = "fetalhc automated head biometry"
+SR_FILE_MODE = 0o600  # SR files name their patient: readable by the owner only
 
 MM = hd.sr.CodedConcept("mm", "UCUM", "mm")
 DAYS = hd.sr.CodedConcept("d", "UCUM", "days")
@@ -184,11 +186,18 @@ def ellipse_graphic_data(m: HeadMeasurement, rows: int, columns: int) -> np.ndar
 
 
 def _evidence(source: Dataset) -> Dataset:
-    """A header copy with the Type 2 patient/study attributes highdicom reads present (empty if absent)."""
+    """A header copy with the Type 2 patient/study attributes highdicom reads present (empty if absent).
+
+    (0010,0010) Patient's Name is left empty: the SR is filed by Patient ID and Study Instance UID under a study
+    the PACS already names, and an SR waiting in the outbox should not spell out who the patient is.
+    """
     ds = Dataset()
     for element in source:
         if element.tag.group not in (0x7FE0,) and element.keyword not in ("PixelData", "FloatPixelData"):
             ds.add(element)
+    if "PatientName" in ds:
+        del ds.PatientName  # the element is the source's own object: replaced, never changed in place
+    ds.PatientName = ""
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
                     "StudyDate", "StudyTime", "ReferringPhysicianName"):
         if keyword not in ds:
@@ -310,6 +319,8 @@ def write_sr(folder: str | Path, sr: Dataset) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sr.SOPInstanceUID}.dcm"
     tmp = path.with_suffix(".tmp")
-    sr.save_as(tmp, enforce_file_format=True)
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SR_FILE_MODE), "wb") as f:
+        os.fchmod(f.fileno(), SR_FILE_MODE)  # an SR names its patient: owner only, whatever the umask
+        sr.save_as(f, enforce_file_format=True)
     tmp.replace(path)
     return path

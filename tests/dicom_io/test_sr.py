@@ -76,9 +76,9 @@ def test_sr_holds_values_codes_identity_and_references(source, tmp_path: Path) -
 
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR Storage
     assert sr.Modality == "SR"
-    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID", "AccessionNumber",
-                    "StudyDate"):
+    for keyword in ("PatientID", "PatientBirthDate", "StudyInstanceUID", "AccessionNumber", "StudyDate"):
         assert sr[keyword].value == ds[keyword].value, keyword
+    assert ds.PatientName and sr.PatientName == ""  # filed by ID and study: the name stays out of the outbox
     assert sr.SeriesInstanceUID != ds.SeriesInstanceUID
     assert (sr.CompletionFlag, sr.VerificationFlag, sr.PreliminaryFlag) == ("COMPLETE", "UNVERIFIED", "FINAL")
     root = sr.ConceptNameCodeSequence[0]

@@ -72,6 +72,9 @@ def parse_filters(query: dict[str, str | None]) -> ResultFilters:
     planes = [p.value for p in PlaneClass]
     if plane is not None and plane not in planes:
         raise ApiError(400, "bad_parameter", f"plane={plane!r}; choose one of: {', '.join(planes)}")
+    for name in ("patient_id", "study_uid"):  # a NUL or control character is no ID (PostgreSQL refuses a NUL)
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in query.get(name) or ""):
+            raise ApiError(400, "bad_parameter", f"{name} holds a control character")
     filters = ResultFilters(query.get("patient_id") or None, query.get("study_uid") or None, status,
                             _parse_date("since", query.get("since")), _parse_date("until", query.get("until")), plane)
     if filters.since and filters.until and filters.since > filters.until:
@@ -127,7 +130,7 @@ def results_csv(rows: list[dict[str, Any]]) -> bytes:
 
 def fetch_job(app: ApiApp, text: str) -> dict[str, Any]:
     """One job (a scan that arrived) and what became of it; 400 for a malformed id, 404 when there is none."""
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²" is a digit to str.isdigit, not to int()
         raise ApiError(400, "bad_parameter", f"job id {text[:40]!r} is not a number")
     app.ensure_schema()
     with session_scope(app.settings.database_url) as session:

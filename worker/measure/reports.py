@@ -46,9 +46,9 @@ from db.conflicts import PatientIdentity, record_conflict, same_patient
 from db.report_facts import row_patient
 from db.rows import MeasurementRow
 from db.tables import ConflictReason
-from dicom_io.errors import MalformedReportError
+from dicom_io.errors import DicomError, MalformedReportError
 from dicom_io.ob_report import OB_REPORT_SOP_CLASSES, is_ob_report, parse_ob_report
-from dicom_io.reader import read_dataset, read_sop_identity
+from dicom_io.reader import read_dataset, read_instance_identity, read_sop_identity
 from models.errors import FetalHCError
 from worker.measure.dating import ga_for_centile, growth_facts
 from worker.measure.review import reviewed_growth
@@ -86,13 +86,20 @@ def sr_header(path: Path) -> Any:
     """The header of a file in one of the SR storage classes a TID 5000 report is stored in; None otherwise.
 
     Cheap for images: only group 0008 is read to find the (0008,0016) SOP Class UID. An unreadable file is
-    None too (the measuring path records why it cannot be read).
+    None too (the measuring path records why it cannot be read). An SR whose header cannot be parsed (a content
+    tree nested deeper than the parser goes, a malformed element) is a ``MalformedReportError`` (returned, not
+    raised) with the UIDs its first groups give, so that it is recorded as a malformed report.
     """
     try:
         sop_class, _ = read_sop_identity(path)
         if sop_class not in OB_REPORT_SOP_CLASSES:
             return None
-        return read_dataset(path, stop_before_pixels=True)
+        try:
+            return read_dataset(path, stop_before_pixels=True)
+        except DicomError as exc:
+            identity = read_instance_identity(path)  # groups up to 0020 only: the content tree is not parsed
+            return MalformedReportError(f"its header cannot be parsed ({exc.reason})", identity.sop_instance_uid,
+                                        identity.study_instance_uid)
     except (FetalHCError, OSError):  # a missing or unreadable file: the measuring path says why (missing_file...)
         return None
 
@@ -103,6 +110,8 @@ def record_report(database_url: str, growth_standard: str, path: Path, job_id: i
     Database errors propagate (transient: the caller retries; the upserts make a retry harmless).
     """
     where = str(path)
+    if isinstance(header, MalformedReportError):
+        return _record_malformed(database_url, where, job_id, header)
     if not is_ob_report(header):
         outcome = ReportOutcome(where, job_id, "not_ob_report",
                                 "a DICOM SR that is not an OB-GYN ultrasound report (CID 12024 title / TID 5000): "
@@ -114,16 +123,7 @@ def record_report(database_url: str, growth_standard: str, path: Path, job_id: i
     try:
         report = parse_ob_report(header)
     except MalformedReportError as exc:
-        with session_scope(database_url) as session:
-            kept = exc.sop_instance_uid and record_malformed_report(
-                session, exc.sop_instance_uid, exc.study_instance_uid, exc.reason, str(exc), path=where) is None
-            note = ("; a readable copy of this report was recorded before and is kept" if kept else
-                    "" if exc.sop_instance_uid else "; no SOP Instance UID: recorded on this job only, file kept")
-            outcome = ReportOutcome(where, job_id, exc.reason, f"OB-GYN report not readable: {exc}{note}",
-                                    exc.sop_instance_uid or None, exc.study_instance_uid or None)
-            _finish(session, outcome)
-        log.warning("OB-GYN report recorded as malformed (job=%s)", job_id)
-        return outcome
+        return _record_malformed(database_url, where, job_id, exc)
     with session_scope(database_url) as session:
         upsert_ob_report(session, report, path=where)
         updated = refresh_study(session, report.study_instance_uid, growth_standard)
@@ -158,6 +158,20 @@ def _other_patients(session: Session, report: Any, path: str, job_id: int | None
                                "unchanged", kept_path=path, patient_id_existing=patient_id,
                         patient_id_received=mine.patient_id, job_id=job_id)
     return sum(others.values())
+
+
+def _record_malformed(database_url: str, where: str, job_id: int | None, exc: MalformedReportError) -> ReportOutcome:
+    """Record a report that cannot be read as malformed (by its UIDs when it has them) and finish its job."""
+    with session_scope(database_url) as session:
+        kept = exc.sop_instance_uid and record_malformed_report(
+            session, exc.sop_instance_uid, exc.study_instance_uid, exc.reason, str(exc), path=where) is None
+        note = ("; a readable copy of this report was recorded before and is kept" if kept else
+                "" if exc.sop_instance_uid else "; no SOP Instance UID: recorded on this job only, file kept")
+        outcome = ReportOutcome(where, job_id, exc.reason, f"OB-GYN report not readable: {exc}{note}",
+                                exc.sop_instance_uid or None, exc.study_instance_uid or None)
+        _finish(session, outcome)
+    log.warning("OB-GYN report recorded as malformed (job=%s)", job_id)
+    return outcome
 
 
 def _finish(session: Session, outcome: ReportOutcome) -> None:
