@@ -153,6 +153,70 @@ def _forward_yardstick(device: str, batch_size: int, repeats: int) -> float:
     return float(result.seconds_per_image)
 
 
+def device_stages(device: str, batch_size: int, repeats: int = 5) -> dict[str, Any]:
+    """Milliseconds per scan of each step of one batch of ``batch_size`` archive scans in this process (the device
+    synchronised after each): reading (header, frame plan, codestream), decoding onto the device, the forward
+    pass alone, the whole device measurement (forward, outlines, fits, gate; ``post`` = the rest), the host's rows,
+    and storing them in SQLite. Medians of ``repeats`` after one untimed round."""
+    import torch
+
+    from dicom_io.encoded import open_encoded_scans
+    from models.plane.device import measure_on_device
+    from models.segmentation.device import prepare_on_device
+    from models.segmentation.segment import predict_member_logits
+    from worker.core.settings import get_settings
+    from worker.measure.device_batch import frame_tensor, to_device
+    from worker.measure.pipeline import WorkItem, load_context, measure_rows, store_rows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = get_settings().replace(device=device, batch_size=batch_size,
+                                          database_url=f"sqlite:///{Path(tmp) / 's.db'}")
+        from db import upgrade
+
+        upgrade(settings.database_url)
+        ctx = load_context(settings)
+        paths = sorted(write_scanner_archive(Path(tmp) / "a", batch_size)[0].iterdir())
+
+        def sync() -> None:
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        times: dict[str, list[float]] = {k: [] for k in ("read", "decode", "forward", "measure", "rows", "store")}
+        for round_ in range(repeats + 1):
+            t = time.perf_counter()
+            scans = [next(open_encoded_scans(p)[1]) for p in paths]
+            t_read = time.perf_counter() - t
+            t = time.perf_counter()
+            ready = to_device(scans, ctx.device)
+            frames = [frame_tensor(s) for s in ready]  # type: ignore[arg-type]
+            sync()
+            t_decode = time.perf_counter() - t
+            t = time.perf_counter()
+            batch, _ = prepare_on_device(frames, ctx.model.input_size)
+            predict_member_logits(ctx.net, batch)
+            sync()
+            t_forward = time.perf_counter() - t
+            t = time.perf_counter()
+            measure_on_device(ctx.net, frames, [s.spacing_mm for s in ready], ctx.model.input_size,  # type: ignore[union-attr]
+                              ctx.gate, ctx.classifier)
+            sync()
+            t_measure = time.perf_counter() - t
+            items = [WorkItem(p) for p in paths]
+            t = time.perf_counter()
+            rows = measure_rows(ctx, items)
+            t_rows = time.perf_counter() - t
+            t = time.perf_counter()
+            store_rows(settings.database_url, items, rows)
+            t_store = time.perf_counter() - t
+            if round_:
+                for key, value in zip(times, (t_read, t_decode, t_forward, t_measure, t_rows, t_store)):
+                    times[key].append(value)
+    out = {k: round(1000 * statistics.median(v) / batch_size, 3) for k, v in times.items()}
+    out["post"] = round(out["measure"] - out["forward"], 3)
+    return {"batch_size": batch_size, "device": device, "ms_per_scan": out,
+            "note": "rows = measure_rows (read, decode, measure, judge, rows) of the batch; measure includes forward"}
+
+
 def compare_hc(rows: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """HC and decisions of ``rows`` against ``reference`` (the same files measured another way), by path."""
     ref = {Path(r["path"]).name: r for r in reference}
@@ -185,6 +249,10 @@ def bench_process(n: int, processes: Sequence[int] = (1,), batch_size: int = 32,
     t0 = time.perf_counter()
     report["torch_forward_s_per_scan"] = round(_forward_yardstick(device, batch_size, repeats), 5)
     report["yardstick"] = f"bare torch float32 3-flip forward pass, batch {batch_size}, {device}, in this process"
+    try:
+        report["stages"] = device_stages(device, batch_size, repeats=3)
+    except Exception as exc:  # noqa: BLE001 - the end-to-end runs below matter more than this breakdown
+        report["stages"] = {"error": f"{type(exc).__name__}: {exc}"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         runs = []
