@@ -68,6 +68,30 @@ class PeerRefused(ConnectionAbortedError):
     """A peer broke a bound; pynetdicom's DUL takes this OSError as the connection closing (Evt17)."""
 
 
+class _QuietRefusals(logging.Filter):
+    """pynetdicom logs a refused read as an error with its traceback ("Connection closed before the entire PDU was
+    received"); our own warning already says who and why: drop those two records for ``PeerRefused``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else record.msg
+        if isinstance(exc, PeerRefused):
+            return False
+        return not (record.getMessage().startswith("Connection closed before the entire PDU")
+                    and _refusing.is_set_here())
+
+
+class _Refusing(threading.local):
+    """Whether this thread (a DUL reactor) has just refused its peer."""
+
+    flag = False
+
+    def is_set_here(self) -> bool:
+        return self.flag
+
+
+_refusing = _Refusing()
+
+
 class GuardedSocket(AssociationSocket):
     """pynetdicom's acceptor socket with deadlines and size caps on each PDU it reads (see the module docstring)."""
 
@@ -139,6 +163,7 @@ class GuardedSocket(AssociationSocket):
     def _refuse(self, why: str) -> None:
         address = getattr(self.assoc.requestor, "address", "?")
         log.warning("closed the connection from %s: %s", address, why)
+        _refusing.flag = True  # this DUL thread ends with this connection
         try:
             if self.socket is not None:
                 self.socket.settimeout(1.0)
@@ -222,6 +247,9 @@ def start_guarded_server(ae: AE, address: tuple[str, int], handlers: list[Any], 
     is dropped once that passes (pynetdicom's ARTIM timer and its wait for the request).
     """
     ae.acse_timeout = min(float(ae.acse_timeout or limits.associate_timeout_s), limits.associate_timeout_s)
+    dul_log = logging.getLogger("pynetdicom.dul")
+    if not any(isinstance(f, _QuietRefusals) for f in dul_log.filters):
+        dul_log.addFilter(_QuietRefusals())
     server = ae.make_server(address, evt_handlers=[*handlers, (evt.EVT_CONN_CLOSE, release_unknown_peer)],
                             server_class=GuardedServer, limits=limits)
     thread = threading.Thread(target=server.serve_forever, name=f"GuardedServer@{address[1]}", daemon=True)
