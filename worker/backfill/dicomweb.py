@@ -24,6 +24,7 @@ from worker.backfill.folder import in_range, parse_da
 from worker.backfill.runner import Candidate
 from worker.core.settings import Settings
 from worker.ingest.intake import is_intake_class
+from worker.ingest.spool import FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,13 @@ def dicomweb_session(settings: Settings) -> Any:
     return session
 
 
+def _private(path: Path) -> Any:
+    """``path`` opened for writing with the spool's mode (a retrieved instance names its patient), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
 def _boundary(content_type: str) -> bytes | None:
     """The boundary of a ``multipart/related`` answer; None for a single-part one (``application/dicom``)."""
     if not content_type.lower().startswith("multipart/"):
@@ -118,7 +126,7 @@ def _first_part(raw: Path, boundary: bytes, out: Path) -> None:
             end = tail_at + close if close >= 0 else size
         f.seek(begin)
         left = end - begin
-        with open(out, "wb") as dst:
+        with _private(out) as dst:
             while left > 0:
                 chunk = f.read(min(_CHUNK, left))
                 if not chunk:
@@ -216,7 +224,7 @@ class DicomwebSource:
                         raise RetrieveError(f"WADO-RS answer of {declared >> 20} MiB is over FETALHC_MAX_INSTANCE_MB",
                                             reason="too_large")
                     written = 0
-                    with open(dest, "wb") as f:
+                    with _private(dest) as f:
                         for chunk in response.iter_content(_CHUNK):
                             written += len(chunk)
                             if written > self.max_instance_bytes + 64 * 1024:  # the multipart framing is small
