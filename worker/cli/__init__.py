@@ -15,6 +15,7 @@ from models.errors import FetalHCError
 from models.plane.classes import PlaneClass
 from worker.cli.admin import cmd_db, cmd_sr
 from worker.cli.bench import add_arguments as add_bench_arguments
+from worker.cli.conflicts import cmd_conflicts
 from worker.cli.ingesting import _date, cmd_backfill, cmd_listen, cmd_watch
 from worker.cli.process import OUTPUT_FIELDS, cmd_process
 from worker.cli.queueing import (
@@ -140,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true")
     p.add_argument("--chart", default=None, help="write a growth chart PNG of the rows")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("conflicts", help="arrivals kept aside: another patient's data or other pixels under a UID "
+                                         "already taken, reports of another patient (intake_conflicts)")
+    p.add_argument("--uid", default=None, help="only this SOP Instance UID")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true", help="one JSON object per line, every column")
+    p.set_defaults(func=cmd_conflicts)
 
     p = sub.add_parser("agreement", help="Bland-Altman of fetalhc vs the sonographer's HC (OB-GYN reports)")
     p.add_argument("--since", type=_date, default=None, help="studies on or after this date (YYYY-MM-DD)")
