@@ -87,6 +87,69 @@ def _replace_other_frames(session: Session, dialect: str, row: Mapping[str, Any]
     return not kept
 
 
+def upsert_measurements(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``upsert_measurement`` of many rows in a few statements (a batch's rows in its one transaction).
+
+    The other frames of each row's instance and model are deleted in one statement (failures: only failed
+    frames, and a failure whose instance keeps a measurement of another frame is not written), then the rows are
+    upserted with one executemany per set of columns. Rows of the same instance and model within the batch are
+    written one by one, in order, as ``upsert_measurement`` would.
+
+    Raises:
+        ValueError: a key column is missing, or a column name is unknown.
+    """
+    keys = [(str(r.get("sop_instance_uid")), str(r.get("model_version"))) for r in rows]
+    if len(set(keys)) < len(keys):
+        for row in rows:
+            upsert_measurement(session, row)
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    prepared = []
+    for values in rows:
+        unknown = set(values) - set(MEASUREMENT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown measurement columns: {sorted(unknown)}")
+        missing = [k for k in _KEY if values.get(k) in (None, "")]
+        if missing:
+            raise ValueError(f"a measurement needs {', '.join(missing)}")
+        row = {**values, "updated_at": now}
+        row.setdefault("created_at", now)
+        prepared.append(row)
+    if not prepared:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - other databases are not supported
+        raise ValueError(f"unsupported database dialect {dialect!r}; use PostgreSQL or SQLite")
+    if dialect == "postgresql":  # as _replace_other_frames, in one order so that two batches cannot deadlock
+        for uid, version in sorted(set(keys)):
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(uid), func.hashtext(version))))
+    failed = MeasurementStatus.FAILED.value
+    key = tuple_(Measurement.sop_instance_uid, Measurement.model_version)
+    key_frame = tuple_(Measurement.sop_instance_uid, Measurement.model_version, Measurement.frame)
+    written = [r for r in prepared if r.get("status") != failed]
+    failures = [r for r in prepared if r.get("status") == failed]
+    if written:
+        session.execute(delete(Measurement).where(
+            key.in_([(r["sop_instance_uid"], r["model_version"]) for r in written]),
+            key_frame.not_in([(r["sop_instance_uid"], r["model_version"], r["frame"]) for r in written])))
+    if failures:
+        mine = [(r["sop_instance_uid"], r["model_version"]) for r in failures]
+        others = [key.in_(mine), key_frame.not_in([(r["sop_instance_uid"], r["model_version"], r["frame"])
+                                                   for r in failures])]
+        session.execute(delete(Measurement).where(*others, Measurement.status == failed))
+        kept = set(session.execute(select(Measurement.sop_instance_uid, Measurement.model_version).where(*others)))
+        written += [r for r in failures if (r["sop_instance_uid"], r["model_version"]) not in kept]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in written:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for columns, group in groups.items():
+        stmt = (postgresql.insert(Measurement) if dialect == "postgresql" else sqlite.insert(Measurement))
+        changes = {k: stmt.excluded[k] for k in columns if k not in _NOT_UPDATED}
+        keep_measured = or_(Measurement.status == failed, stmt.excluded.status != failed)
+        session.execute(stmt.on_conflict_do_update(index_elements=list(_KEY), set_=changes, where=keep_measured),
+                        group)
+
+
 def pending_reports(session: Session, older_than: dt.timedelta, limit: int) -> list[Measurement]:
     """Up to ``limit`` measured or needs_review rows whose SR is still ``pending``, untouched for ``older_than``.
 
@@ -185,6 +248,27 @@ def set_job_status(session: Session, job_id: int, status: JobStatus, reason: str
     if only_from is not None:
         stmt = stmt.where(Job.status.in_([s.value for s in only_from]))
     session.execute(stmt.values(**values))
+
+
+def finish_jobs(session: Session, outcomes: Sequence[tuple[int, JobStatus, str | None, str | None, str | None]]
+                ) -> None:
+    """``set_job_status`` of many jobs to finished statuses in one executemany UPDATE by id.
+
+    ``outcomes``: (job id, status, reason, detail, SOP Instance UID or None) each; the status must be a finished one.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job_id, status, reason, detail, uid in outcomes:
+        if status not in FINISHED_JOB_STATUSES:
+            raise ValueError(f"finish_jobs sets finished statuses only, not {status.value}")
+        values: dict[str, Any] = {"id": job_id, "status": status.value, "updated_at": now, "finished_at": now}
+        if reason is not None or status in (JobStatus.DONE, JobStatus.NEEDS_REVIEW):
+            values["reason"], values["detail"] = reason, detail
+        if uid:
+            values["sop_instance_uid"] = uid
+        groups.setdefault(tuple(sorted(values)), []).append(values)
+    for group in groups.values():
+        session.execute(update(Job), group)
 
 
 def get_job(session: Session, job_id: int) -> Job | None:

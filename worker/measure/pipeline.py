@@ -18,13 +18,8 @@ from typing import Any
 
 import torch
 
-from db import (
-    JOB_STATUS_OF,
-    MeasurementStatus,
-    session_scope,
-    set_job_status,
-    upsert_measurement,
-)
+from db import JOB_STATUS_OF, MeasurementStatus, session_scope
+from db.repository import finish_jobs, upsert_measurements
 from db.rows import MeasurementRow
 from dicom_io import DicomError, Scan
 from dicom_io.bounds import scan_budget
@@ -388,17 +383,12 @@ def store_rows(database_url: str, items: Sequence[WorkItem], rows: Sequence[Meas
     failure. Database errors propagate (transient: the caller retries).
     """
     stored: list[MeasurementRow] = []
-    with session_scope(database_url) as session:
-        for item, row in zip(items, rows):
-            if growth_standard is not None:
-                row = apply_report_facts(session, row, growth_standard)
-            stored.append(row)
-            if row.get("sop_instance_uid"):
-                upsert_measurement(session, row)
-            if item.job_id is not None:
-                status = JOB_STATUS_OF[row["status"]]
-                set_job_status(session, item.job_id, status, reason=row.get("reason"), detail=row.get("detail"),
-                               sop_instance_uid=row.get("sop_instance_uid"))
+    with session_scope(database_url) as session:  # the batch's upserts and job updates: one transaction, few statements
+        for row in rows:
+            stored.append(apply_report_facts(session, row, growth_standard) if growth_standard is not None else row)
+        upsert_measurements(session, [row for row in stored if row.get("sop_instance_uid")])
+        finish_jobs(session, [(item.job_id, JOB_STATUS_OF[row["status"]], row.get("reason"), row.get("detail"),
+                               row.get("sop_instance_uid")) for item, row in zip(items, stored) if item.job_id is not None])
     return stored
 
 
