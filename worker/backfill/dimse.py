@@ -59,7 +59,7 @@ from worker.core.settings import Settings, get_settings
 from worker.ingest.intake import INTAKE_SOP_CLASSES, ArrivalRefused, is_intake_class, verify_arrival
 from worker.ingest.listener import REFUSAL_STATUS, SOP_CLASS_NOT_SUPPORTED, handle_closed, handle_data_recv, \
     handle_requested
-from worker.ingest.peer_guard import GuardedServer, PeerLimits, start_guarded_server
+from worker.ingest.peer_guard import GuardedAE, GuardedServer, PeerLimits, start_guarded_server
 from worker.ingest.spool import received_file, write_atomic
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class DimseSource:
         if self._scp is not None:
             return
         settings = self.settings
-        scp = AE(ae_title=self.move_ae)
+        scp = GuardedAE(ae_title=self.move_ae)
         scp.require_called_aet = True
         scp.maximum_associations = settings.max_associations
         scp.dimse_timeout = scp.network_timeout = settings.dicom_timeout_s

@@ -42,7 +42,7 @@ from dicom_io.reader import read_dataset
 from worker.core.peers import AllowedCallers, parse_allowed_callers
 from worker.core.settings import Settings
 from worker.ingest.intake import INTAKE_SOP_CLASSES, ArrivalRefused, accept_instance, is_intake_class, verify_arrival
-from worker.ingest.peer_guard import GuardedServer, PeerLimits, start_guarded_server
+from worker.ingest.peer_guard import GuardedAE, GuardedServer, PeerLimits, start_guarded_server
 from worker.ingest.spool import is_valid_uid, received_file
 from worker.queue.celery_app import LIVE_QUEUE
 
@@ -234,7 +234,7 @@ def make_ae(settings: Settings, ae_title: str | None = None) -> AE:
     With ``ACCEPT_OTHER=ignore`` every other storage class is accepted too (and dropped by the
     handler); with ``refuse`` their presentation contexts are rejected at association time.
     """
-    ae = AE(ae_title=ae_title or settings.ae_title)
+    ae = GuardedAE(ae_title=ae_title or settings.ae_title)  # the association limit counts callers known only
     ae.require_called_aet = True  # associations addressed to another AE title are rejected
     # Silent or stalled peers are dropped after DICOM_TIMEOUT (waiting for the A-ASSOCIATE-RQ, a DIMSE
     # message, or any data), and a few of them cannot hold every association slot.

@@ -14,9 +14,12 @@ length of 4 GB is read into memory whole). ``GuardedSocket`` replaces that ``rec
   A-ABORT and the connection is closed at once.
 
 ``GuardedServer`` closes a new connection at once when its address already holds
-``FETALHC_MAX_ASSOCIATIONS_PER_ADDRESS`` (connections still sending their request count), so a few addresses
-cannot take every association slot. A peer cut off before its A-ASSOCIATE-RQ frees its slot at once
-(``release_unknown_peer``, bound to ``EVT_CONN_CLOSE``).
+``FETALHC_MAX_ASSOCIATIONS_PER_ADDRESS`` (connections still sending their request count), or when twice
+``FETALHC_MAX_ASSOCIATIONS`` connections are still sending theirs, so a few addresses cannot take every slot.
+``GuardedAE`` counts only associations whose request is in against ``FETALHC_MAX_ASSOCIATIONS`` (pynetdicom counts
+every acceptor thread, so connections that never finish their request would make it refuse known callers with
+"local limit exceeded"). A peer cut off before its A-ASSOCIATE-RQ frees its slot at once (``release_unknown_peer``,
+bound to ``EVT_CONN_CLOSE``).
 """
 
 from __future__ import annotations
@@ -173,6 +176,34 @@ class GuardedSocket(AssociationSocket):
         raise PeerRefused(why)
 
 
+def is_known(assoc: Any) -> bool:
+    """Whether an acceptor association's A-ASSOCIATE-RQ has been read whole (a closed one counts as known)."""
+    return bool(getattr(getattr(assoc.dul, "socket", None), "_known", True))
+
+
+class GuardedAE(AE):
+    """pynetdicom's AE whose ``maximum_associations`` counts only associations whose A-ASSOCIATE-RQ is in.
+
+    pynetdicom refuses an association when its acceptor threads outnumber ``maximum_associations``
+    (``ACSE._negotiate_as_acceptor``); connections still sending their request are raised onto the limit here,
+    so they never count against it (they are bounded by ``GuardedServer`` instead).
+    """
+
+    @property  # type: ignore[override]
+    def maximum_associations(self) -> int:
+        unknown = sum(1 for a in self.active_associations if a.is_acceptor and not is_known(a))
+        return int(self._maximum_associations) + unknown
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
+
+    @property
+    def configured_associations(self) -> int:
+        """``FETALHC_MAX_ASSOCIATIONS`` as set."""
+        return int(self._maximum_associations)
+
+
 def release_unknown_peer(event: evt.Event) -> None:
     """EVT_CONN_CLOSE: a connection closed before its A-ASSOCIATE-RQ was read frees its association thread now.
 
@@ -210,12 +241,19 @@ class GuardedServer(ThreadedAssociationServer):
         return self._starting[address] + sum(1 for a in self.active_associations if a.requestor.address == address)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        """Refuse (close at once) a connection from an address that already holds its share."""
+        """Refuse (close at once) a connection from an address that already holds its share, or when twice the
+        association limit are still sending their request."""
         address = str(client_address[0])
         with self._count_lock:
             if self.held_by(address) >= self.limits.per_address:
                 log.warning("closed a connection from %s at once: it already holds %d (FETALHC_MAX_ASSOCIATIONS_"
                             "PER_ADDRESS)", address, self.limits.per_address)
+                return False
+            unknown = sum(self._starting.values()) + sum(1 for a in self.active_associations if not is_known(a))
+            limit = 2 * int(getattr(self.ae, "configured_associations", self.ae.maximum_associations))
+            if unknown >= limit:
+                log.warning("closed a connection from %s at once: %d connections are still sending their request",
+                            address, unknown)
                 return False
             self._starting[address] += 1
         return True
