@@ -161,13 +161,13 @@ def skull_features_on_device(frames: Sequence[torch.Tensor], ellipses_px: torch.
         inside = (xs >= 0) & (ys >= 0) & (xs <= w - 1) & (ys <= h - 1)
         prof = (_bilinear(smooth, ys, xs) - lo.view(-1, 1, 1).to(torch.float32)) / span.view(-1, 1, 1).to(torch.float32)
         ring_band = torch.from_numpy(RING).to(device).view(1, 1, -1)
-        inner_band = torch.from_numpy(INNER).to(device)
-        outer_band = torch.from_numpy(OUTER).to(device)
+        inner_band = torch.from_numpy(np.flatnonzero(INNER)).to(device)  # indices, not masks: no device sync
+        outer_band = torch.from_numpy(np.flatnonzero(OUTER)).to(device)
         in_ring = inside & ring_band
         ring = torch.where(in_ring, prof, torch.full_like(prof, -math.inf)).amax(dim=2)
         ring = torch.where(in_ring.any(dim=2), ring, torch.full_like(ring, math.nan))
-        inner = _quantile_rows(prof[..., inner_band], inside[..., inner_band], 75)
-        outer = _quantile_rows(prof[..., outer_band], inside[..., outer_band], 50)
+        inner = _quantile_rows(prof.index_select(2, inner_band), inside.index_select(2, inner_band), 75)
+        outer = _quantile_rows(prof.index_select(2, outer_band), inside.index_select(2, outer_band), 50)
         where = torch.where(in_ring, prof, torch.full_like(prof, -9.0)).argmax(dim=2)
         seen = torch.isfinite(ring)
         enough = seen.sum(dim=1) >= N_ANGLES // 4
