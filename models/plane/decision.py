@@ -8,23 +8,30 @@ and the head the segmentation network measured (its HC and quality; None where n
 Gate alone (no classifier file):
   gate >= SURE (0.80)            head plane
   threshold <= gate < SURE       uncertain: real non-head planes scored 0.28-0.72 in issue 19's trial
-  gate < threshold               not a head plane, except a small, well-fitted head (HC below 120 mm,
-                                 quality >= 0.6) with gate >= EARLY_FLOOR (0.10): uncertain (early heads
-                                 of 12-16 weeks have the faintest skull echo)
+  gate < threshold               not a head plane, except uncertain with gate >= EARLY_FLOOR (0.10) on
+                                 a small, well-fitted head (HC below 120 mm, quality >= 0.6: early heads of
+                                 12-16 weeks have the faintest skull echo) or a late, well-fitted one (HC
+                                 above 280 mm, quality >= LATE_MIN_QUALITY 0.85)
 
 With SonoNet-16, by its most probable class:
   a brain plane                  head plane when the gate passes (>= its threshold), else uncertain: a brain
                                  plane is never refused
-  anything else, on a head       SonoNet-16 was trained on 18-22 week scans. On HC18 heads of 120-280 mm it
-  measured below 120 mm, or      names a brain plane 89-100% of the time; on smaller heads only half of the
-  background on one above 280    time (the rest background, lips, kidneys, abdomen, often with confidence),
-                                 on bigger ones 60-80% (the rest mostly background). There its answer is no
-                                 evidence: the gate decides at its own threshold (with the early-head floor)
+  no head measured               any other class: not a head plane (with a brain plane the segmentation's
+                                 failure stands)
+  any other class on a head      SonoNet-16 was trained on 18-22 week scans; on HC18 heads under 120 mm it
+  measured below 120 mm          names a brain plane only half of the time (the rest background, lips,
+                                 kidneys, abdomen). The gate decides at its own threshold (with the
+                                 early-head floor), except that another standard plane (not background)
+                                 named with >= OTHER_SURE (0.80) asks the gate to be sure: head plane only
+                                 with gate >= SURE, uncertain from its threshold to SURE
+  background on a head above     head plane with gate >= SURE, or with gate >= threshold when SonoNet-16
+  280 mm                         gives the brain planes >= BRAIN_HINT (0.15) together; else uncertain from
+                                 the threshold (a term head it has not seen, or a thorax, cervix or other
+                                 anatomy it has no class for), or below it on a late well-fitted head with
+                                 gate >= EARLY_FLOOR; else not a head plane
   background (120-280 mm)        uncertain when the gate passes, else not a head plane
   another standard plane         not a head plane, except: uncertain when the gate is sure (>= SURE), or
   (120 mm and up)                when SonoNet-16 is not (its class below OTHER_SURE, 0.80) and the gate passes
-  no head measured               not a head plane unless SonoNet-16 names a brain plane (then the
-                                 segmentation's failure stands)
 
 Thresholds were chosen on HC18 validation heads, other-heads, us-negatives and made negatives
 (``fetalhc eval-gate``), never on SonoNet's 13 example screens (checked only).
@@ -43,6 +50,8 @@ EARLY_HC_MM = 120.0  # "small": below this HC (12-16 weeks) a head with a faint 
 EARLY_MIN_QUALITY = 0.6  # the segmentation's quality a small head needs to be kept for review (its low_confidence line)
 TRUSTED_HC_MM = (120.0, 280.0)  # head sizes (HC, mm) where SonoNet-16's answer counts (background: up to 280 only)
 OTHER_SURE = 0.80  # SonoNet-16's probability of another standard plane from which it refuses on its own
+LATE_MIN_QUALITY = 0.85  # below the gate's threshold, a head over 280 mm fitted this well is reviewed, not refused
+BRAIN_HINT = 0.15  # SonoNet-16's brain-plane probability (Cb. + Tv.) that lets a late head it calls background pass
 
 
 class PlaneOutcome(StrEnum):
@@ -83,6 +92,8 @@ class PlanePolicy:
     early_min_quality: float = EARLY_MIN_QUALITY
     trusted_hc_mm: tuple[float, float] = TRUSTED_HC_MM
     other_sure: float = OTHER_SURE
+    late_min_quality: float = LATE_MIN_QUALITY
+    brain_hint: float = BRAIN_HINT
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.early_floor <= self.threshold <= self.sure <= 1.0:
@@ -95,6 +106,11 @@ def _small_head(e: PlaneEvidence, p: PlanePolicy) -> bool:
             and e.quality >= p.early_min_quality and e.gate >= p.early_floor)
 
 
+def _late_head(e: PlaneEvidence, p: PlanePolicy) -> bool:
+    return (e.hc_mm is not None and e.hc_mm > p.trusted_hc_mm[1] and e.quality is not None
+            and e.quality >= p.late_min_quality and e.gate >= p.early_floor)
+
+
 def _gate_alone(e: PlaneEvidence, p: PlanePolicy, sure: float) -> PlaneDecision:
     g = f"head-plane score {e.gate:.3f}"
     if e.gate >= sure:
@@ -104,6 +120,9 @@ def _gate_alone(e: PlaneEvidence, p: PlanePolicy, sure: float) -> PlaneDecision:
     if _small_head(e, p):
         return PlaneDecision(PlaneOutcome.UNCERTAIN, f"{g} < {p.threshold:.3f} on a small head "
                                                      f"(HC {e.hc_mm:.0f} mm): an early head's faint skull?")
+    if _late_head(e, p):
+        return PlaneDecision(PlaneOutcome.UNCERTAIN, f"{g} < {p.threshold:.3f} on a well-fitted late head "
+                                                     f"(HC {e.hc_mm:.0f} mm, quality {e.quality:.2f})")
     return PlaneDecision(PlaneOutcome.NOT_HEAD, f"{g} < {p.threshold:.3f}")
 
 
@@ -119,12 +138,22 @@ def decide(e: PlaneEvidence, p: PlanePolicy) -> PlaneDecision:
         return PlaneDecision(PlaneOutcome.UNCERTAIN, f"{says} < {p.threshold:.3f}")
     if e.hc_mm is None:
         return PlaneDecision(PlaneOutcome.NOT_HEAD, f"{says}; no head found")
-    if e.hc_mm < p.trusted_hc_mm[0] or (label is PlaneClass.BACKGROUND and e.hc_mm > p.trusted_hc_mm[1]):
+    outside = f"{says}; HC {e.hc_mm:.0f} mm outside the {p.trusted_hc_mm[0]:.0f}-{p.trusted_hc_mm[1]:.0f} mm it knows"
+    if e.hc_mm < p.trusted_hc_mm[0]:
         # A head of a size SonoNet-16 was not trained on: on small heads it names background, lips, kidneys or
-        # the abdomen as often as a brain plane, on big ones background. Its answer is no evidence there.
-        decision = _gate_alone(e, p, p.threshold)
-        return PlaneDecision(decision.outcome, f"{says}; HC {e.hc_mm:.0f} mm outside the "
-                                               f"{p.trusted_hc_mm[0]:.0f}-{p.trusted_hc_mm[1]:.0f} mm it knows")
+        # the abdomen as often as a brain plane. Its answer is weak evidence there: the gate decides at its own
+        # threshold, but another standard plane named with confidence asks the gate to be sure.
+        sure_other = label is not PlaneClass.BACKGROUND and prob >= p.other_sure
+        decision = _gate_alone(e, p, p.sure if sure_other else p.threshold)
+        return PlaneDecision(decision.outcome, outside)
+    if label is PlaneClass.BACKGROUND and e.hc_mm > p.trusted_hc_mm[1]:
+        # A late head SonoNet-16 calls background (it was trained on 18-22 weeks), or other anatomy it has no class
+        # for: the gate's review band applies unless SonoNet-16 sees some brain plane in it too.
+        brain = e.plane.head
+        if e.gate >= p.threshold and brain >= p.brain_hint:
+            return PlaneDecision(PlaneOutcome.HEAD, f"{outside}; brain planes {brain:.2f}")
+        decision = _gate_alone(e, p, p.sure)
+        return PlaneDecision(decision.outcome, f"{outside}; brain planes {brain:.2f}")
     if label is PlaneClass.BACKGROUND:
         if e.gate >= p.threshold:
             return PlaneDecision(PlaneOutcome.UNCERTAIN, f"{says}: they disagree")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from models.plane.decision import (
+    BRAIN_HINT,
     EARLY_FLOOR,
+    LATE_MIN_QUALITY,
+    OTHER_SURE,
     SURE,
     PlaneEvidence,
     PlaneOutcome,
@@ -26,6 +29,12 @@ def says(label: PlaneClass, p: float = 0.95) -> PlaneProbabilities:
     return PlaneProbabilities(tuple(p if c is label else rest for c in CLASSES))
 
 
+def mixed(**probs: float) -> PlaneProbabilities:
+    """SonoNet-16's answer with the given classes' probabilities (by value), the rest spread evenly."""
+    rest = (1 - sum(probs.values())) / (len(CLASSES) - len(probs))
+    return PlaneProbabilities(tuple(probs.get(c.value, rest) for c in CLASSES))
+
+
 def outcome(gate: float, plane: PlaneProbabilities | None = None, hc: float | None = 180.0,
             quality: float | None = 0.9) -> PlaneOutcome:
     return decide(PlaneEvidence(gate, plane, hc, quality if hc is not None else None), POLICY).outcome
@@ -42,6 +51,14 @@ def test_the_gate_alone_keeps_a_small_well_fitted_head_below_its_threshold_for_r
     assert outcome(0.15, hc=75, quality=0.4) is NOT  # a poor fit is no head to keep
     assert outcome(EARLY_FLOOR - 0.01, hc=75) is NOT
     assert outcome(0.15, hc=180) is NOT  # not small
+
+
+def test_the_gate_alone_keeps_a_late_well_fitted_head_below_its_threshold_for_review() -> None:
+    assert outcome(0.22, hc=337, quality=0.86) is UNSURE  # HC18's late heads at gate 0.12 and 0.22
+    assert outcome(0.12, hc=290, quality=0.87) is UNSURE
+    assert outcome(0.22, hc=337, quality=LATE_MIN_QUALITY - 0.01) is NOT  # not fitted well enough
+    assert outcome(EARLY_FLOOR - 0.01, hc=337) is NOT
+    assert outcome(0.22, hc=260) is NOT  # not late
 
 
 def test_a_brain_plane_by_the_classifier_is_never_refused() -> None:
@@ -65,18 +82,33 @@ def test_background_counts_against_a_head_only_at_the_sizes_sononet_was_trained_
     bg = says(PlaneClass.BACKGROUND, 0.7)
     assert outcome(0.5, bg, hc=180) is UNSURE
     assert outcome(0.2, bg, hc=180) is NOT
-    assert outcome(0.33, bg, hc=315) is HEAD  # a term head SonoNet-16 never saw: the gate decides
-    assert outcome(0.33, bg, hc=75) is HEAD  # an early head likewise
+    assert outcome(0.33, bg, hc=75) is HEAD  # an early head SonoNet-16 never saw: the gate decides
     assert outcome(0.15, bg, hc=75) is UNSURE  # ... with the early-head floor
-    assert outcome(0.2, bg, hc=315) is NOT
     assert outcome(0.5, bg, hc=None) is NOT
 
 
-def test_small_heads_are_judged_by_the_gate_whatever_the_classifier_names() -> None:
-    for label in (PlaneClass.LIPS, PlaneClass.KIDNEYS, PlaneClass.ABDOMINAL, PlaneClass.RVOT):
-        assert outcome(0.45, says(label, 0.99), hc=66) is HEAD
-        assert outcome(0.15, says(label, 0.99), hc=66) is UNSURE
+def test_background_on_a_late_head_needs_the_gate_sure_or_a_hint_of_a_brain_plane() -> None:
+    bg = says(PlaneClass.BACKGROUND, 0.7)  # brain planes 0.05 together
+    assert outcome(0.85, bg, hc=315) is HEAD  # the gate sure
+    assert outcome(0.5, bg, hc=309) is UNSURE  # a thorax "at 309 mm" SonoNet-16 has no class for, or a term head
+    assert outcome(0.33, bg, hc=315) is UNSURE
+    hint = mixed(background=0.55, brain_tv=BRAIN_HINT)  # a term head: SonoNet-16 sees a brain plane in it too
+    assert outcome(0.33, hint, hc=301) is HEAD
+    assert outcome(0.2, hint, hc=301, quality=0.7) is NOT  # the hint does not lift a failing gate
+    assert outcome(0.2, bg, hc=337, quality=0.86) is UNSURE  # a late, well-fitted head below the threshold
+    assert outcome(0.2, bg, hc=337, quality=0.7) is NOT
+    assert outcome(EARLY_FLOOR - 0.01, bg, hc=337) is NOT
+
+
+def test_small_heads_are_judged_by_the_gate_which_must_be_sure_when_sononet_names_another_plane() -> None:
+    for label in (PlaneClass.LIPS, PlaneClass.KIDNEYS, PlaneClass.ABDOMINAL, PlaneClass.FEMUR, PlaneClass.RVOT):
+        assert outcome(0.92, says(label, 0.99), hc=66) is HEAD  # the gate sure
+        assert outcome(0.45, says(label, 0.99), hc=66) is UNSURE  # e.g. a femur fitted as a small ellipse
+        assert outcome(0.45, says(label, OTHER_SURE), hc=66) is UNSURE
+        assert outcome(0.15, says(label, 0.99), hc=66) is UNSURE  # the early-head floor, as before
         assert outcome(0.05, says(label, 0.99), hc=66) is NOT
+        assert outcome(0.45, says(label, 0.6), hc=66) is HEAD  # SonoNet-16 not sure: the gate at its threshold
+    assert outcome(0.45, says(PlaneClass.BACKGROUND, 0.99), hc=66) is HEAD  # background on an early head
 
 
 def test_the_policy_follows_a_threshold_override() -> None:
