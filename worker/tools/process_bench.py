@@ -248,9 +248,10 @@ def bench_process(n: int, processes: Sequence[int] = (1,), batch_size: int = 32,
                                           "image": "800x540 phantom on a scanner frame, JPEG Baseline YBR_FULL_422"}}
     t0 = time.perf_counter()
     report["torch_forward_s_per_scan"] = round(_forward_yardstick(device, batch_size, repeats), 5)
-    report["yardstick"] = f"bare torch float32 3-flip forward pass, batch {batch_size}, {device}, in this process"
-    try:
-        report["stages"] = device_stages(device, batch_size, repeats=3)
+    report["yardstick"] = (f"bare torch float32 3-flip forward pass, batch {batch_size}, {device}, in this process, "
+                           "before and after the runs (ratios: their mean)")
+    try:  # the device path's steps: on CPU the pipeline keeps the NumPy path, whose steps --profile shows
+        report["stages"] = device_stages(device, batch_size, repeats=3) if device != "cpu" else None
     except Exception as exc:  # noqa: BLE001 - the end-to-end runs below matter more than this breakdown
         report["stages"] = {"error": f"{type(exc).__name__}: {exc}"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -269,6 +270,13 @@ def bench_process(n: int, processes: Sequence[int] = (1,), batch_size: int = 32,
             runs.append(run)
             shutil.rmtree(folder, ignore_errors=True)
         report["runs"] = runs
+        # The yardstick again after the runs: on a shared machine the load moves; the ratios use the two's mean.
+        after = _forward_yardstick(device, batch_size, repeats)
+        report["torch_forward_s_per_scan_after"] = round(after, 5)
+        yardstick = (report["torch_forward_s_per_scan"] + after) / 2
+        for run in runs:
+            if run.get("s_per_scan_steady"):
+                run["ratio_to_torch_forward"] = round(run["s_per_scan_steady"] / yardstick, 3)
         if compare_cpu and device != "cpu":
             shard = write_scanner_archive(root / "compare", compare_cpu)[0]
             here = run_processes([shard], device, batch_size, cpus, root, extra_env=extra_env)
