@@ -10,7 +10,7 @@ from sqlalchemy import Select, and_, delete, func, insert, or_, select, tuple_, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.reviews import EFFECTIVE_COLUMNS, effective_values
+from db.reviews import EFFECTIVE_COLUMNS, effective_values, heads_only
 from db.tables import (
     FINISHED_JOB_STATUSES,
     MEASUREMENT_COLUMNS,
@@ -316,11 +316,13 @@ def measured_uids(session: Session, model_version: str, uids: Iterable[str]) -> 
 def query_measurements(
     session: Session, patient_id: str | None = None, study_uid: str | None = None, status: str | None = None,
     since: dt.date | None = None, until: dt.date | None = None, limit: int | None = None,
-    exclude_statuses: Sequence[str] = (), order: str = "study_date", plane: str | None = None,
+    hide_not_head: bool = False, order: str = "study_date", plane: str | None = None,
 ) -> list[Measurement]:
-    """Measurements filtered by patient, study, status, study date and standard plane (``plane_label``).
+    """Measurements filtered by patient, study, status (the row's own), study date and standard plane (``plane_label``).
 
-    ``exclude_statuses``: leave rows of these statuses out (ignored when ``status`` is given).
+    ``hide_not_head``: leave out the rows that are in effect no head plane after people's reviews
+    (``db.reviews.set_aside_as_not_head_sql``: the gate's ``not_head`` unless a reviewer corrected it into a head,
+    and rows rejected as ``rejected_not_head``); ignored when ``status`` or ``plane`` is given.
     ``order``: ``study_date`` (oldest study first) or ``newest`` (the last measured first).
     """
     if order not in MEASUREMENT_ORDERS:
@@ -332,8 +334,8 @@ def query_measurements(
         stmt = stmt.where(Measurement.study_instance_uid == study_uid)
     if status:
         stmt = stmt.where(Measurement.status == status)
-    elif exclude_statuses and not plane:  # rows asked for by plane come in every status (an index of the archive)
-        stmt = stmt.where(Measurement.status.not_in(list(exclude_statuses)))
+    elif hide_not_head and not plane:  # rows asked for by plane come in every status (an index of the archive)
+        stmt = heads_only(stmt)
     if plane:
         stmt = stmt.where(Measurement.plane_label == plane)
     if since:

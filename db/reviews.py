@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, not_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from db.report_facts import study_scanner_model
@@ -33,6 +33,7 @@ REVIEWABLE_STATUSES = (MeasurementStatus.MEASURED.value, MeasurementStatus.NEEDS
 # What results, CSV and the API show beside the stored columns: the values a reader should use (the latest
 # review's, else the model's), the status they have (``reviewed``, ``rejected``, else the row's own), and whether
 # a person stands behind them.
+EFFECTIVE_STATUSES = (*(s.value for s in MeasurementStatus), "reviewed", "rejected")  # effective_status values
 EFFECTIVE_COLUMNS = ("effective_status", "effective_hc_mm", "effective_bpd_mm", "effective_ofd_mm",
                      "effective_ga_estimate_days", "effective_hc_z_score", "effective_hc_centile", "confirmed")
 _VALUE_OF_REVIEW = {"reviewed_hc_mm": "hc_mm", "reviewed_bpd_mm": "bpd_mm", "reviewed_ofd_mm": "ofd_mm",
@@ -82,6 +83,40 @@ def effective_values(row: Measurement) -> dict[str, Any]:
     else:
         status = "reviewed"
     return {"effective_status": status, **reviewed, "confirmed": decision in CONFIRMING_DECISIONS}
+
+
+def effective_status_sql() -> ColumnElement[str]:
+    """``effective_values``' ``effective_status`` as an SQL expression of a measurements row (to filter and count)."""
+    decision = func.coalesce(Measurement.review_decision, "")
+    return case(
+        (decision.in_([ReviewDecision.REJECTED_NOT_HEAD.value, ReviewDecision.REJECTED_UNUSABLE.value]), "rejected"),
+        (and_(decision == ReviewDecision.ACCEPTED.value, Measurement.status == MeasurementStatus.NOT_HEAD.value),
+         MeasurementStatus.NOT_HEAD.value),
+        (decision != "", "reviewed"),
+        else_=Measurement.status)
+
+
+def set_aside_as_not_head_sql() -> ColumnElement[bool]:
+    """True for a row that is, in effect, no head biometry plane: the gate's ``not_head`` that no person corrected
+    into a head (unreviewed, or accepted as not a head), or any row a person rejected as ``rejected_not_head``.
+    These are left out of the default results; a ``not_head`` row a reviewer ``corrected`` (or judged a head
+    plane too poor to measure, ``rejected_unusable``) is a head plane and comes in."""
+    decision = func.coalesce(Measurement.review_decision, "")
+    return or_(decision == ReviewDecision.REJECTED_NOT_HEAD.value,
+               and_(Measurement.status == MeasurementStatus.NOT_HEAD.value,
+                    decision.in_(["", ReviewDecision.ACCEPTED.value])))
+
+
+def effective_status_counts(session: Session) -> dict[str, int]:
+    """Number of measurement rows of each effective status (``reviewed`` and ``rejected`` after people's
+    decisions, else the row's own status)."""
+    status = effective_status_sql()
+    return {name: int(n) for name, n in session.execute(select(status, func.count()).group_by(status))}
+
+
+def heads_only(stmt: Select[Any]) -> Select[Any]:
+    """``stmt`` without the rows set aside as no head plane (``set_aside_as_not_head_sql``)."""
+    return stmt.where(not_(set_aside_as_not_head_sql()))
 
 
 def review_worklist(session: Session, status: str = MeasurementStatus.NEEDS_REVIEW.value, reason: str | None = None,

@@ -1,8 +1,9 @@
 """The stored-data answers: results as JSON or CSV (with their filters), one job, counts by status and plane.
 
-Rows set aside as ``not_head`` (not a head biometry plane) are left out of the results unless
-``status=not_head`` or ``plane=...`` asks for them (rows by standard plane come in every status: an index
-of the archive); the stats count them. The queries themselves are ``db``'s.
+Rows that are in effect no head biometry plane (the gate's ``not_head`` that no reviewer corrected into a head,
+and rows a reviewer rejected as ``rejected_not_head``) are left out of the results unless ``status=...`` or
+``plane=...`` asks for them (``status`` is the row's own; rows by standard plane come in every status: an index
+of the archive); the stats count them, by the row's own status and by the effective one. The queries are ``db``'s.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from db import (
     session_scope,
 )
 from db.repository import MEASUREMENT_ORDERS, ROW_DICT_FIELDS
+from db.reviews import EFFECTIVE_STATUSES, effective_status_counts
 from models.plane.classes import PlaneClass
 from worker.api.app import ApiApp
 from worker.api.messages import ApiError
@@ -36,7 +38,6 @@ RESULTS_LIMIT_MAX = 10_000
 ORDERS = MEASUREMENT_ORDERS
 # Spreadsheet programs run cells that start with these as formulas (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-HIDDEN_UNLESS_ASKED = (MeasurementStatus.NOT_HEAD.value,)  # statuses left out of results without ?status=
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def fetch_rows(app: ApiApp, query: dict[str, str | None], default_limit: int | N
     with session_scope(app.settings.database_url) as session:
         rows = query_measurements(session, patient_id=filters.patient_id, study_uid=filters.study_uid,
                                   status=filters.status, since=filters.since, until=filters.until, limit=limit,
-                                  exclude_statuses=HIDDEN_UNLESS_ASKED, order=order, plane=filters.plane)
+                                  hide_not_head=True, order=order, plane=filters.plane)
         return [row_dict(r) for r in rows]
 
 
@@ -141,16 +142,19 @@ def fetch_job(app: ApiApp, text: str) -> dict[str, Any]:
 
 
 def fetch_stats(app: ApiApp) -> dict[str, Any]:
-    """Jobs and measurements counted by status, measurements by plane, and the model this server measures with."""
+    """Jobs and measurements counted by status (measurements also by effective status), measurements by plane, and the model this server measures with."""
     app.ensure_schema()
     with session_scope(app.settings.database_url) as session:
         jobs = job_counts(session)
         measurements = measurement_counts(session)
+        effective = effective_status_counts(session)
         planes = plane_counts(session)
     model = app.model
     return {
         "jobs": {s.value: int(jobs.get(s.value, 0)) for s in JobStatus},
         "measurements": {s.value: int(measurements.get(s.value, 0)) for s in MeasurementStatus},
+        # after people's reviews: a corrected not_head counts as reviewed, a measured row rejected as rejected
+        "effective": {s: int(effective.get(s, 0)) for s in EFFECTIVE_STATUSES},
         "planes": {p.value: int(planes.get(p.value, 0)) for p in PlaneClass},
         "model": {"loaded": model is not None, "name": model.model_name if model else None,
                   "version": model.model_version if model else None},

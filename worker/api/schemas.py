@@ -103,11 +103,13 @@ class ModelOut(Answer):
 
 
 class StatsOut(Answer):
-    """``GET /api/stats``: jobs and measurements counted by status, measurements by standard plane (``planes``: rows
-    with a plane label, by SonoNet-16's class), and the model measuring here."""
+    """``GET /api/stats``: jobs and measurements counted by status, measurements by effective status after people's
+    reviews (``effective``: ``reviewed``, ``rejected``, else the row's own), measurements by standard plane
+    (``planes``: rows with a plane label, by SonoNet-16's class), and the model measuring here."""
 
     jobs: dict[str, int]
     measurements: dict[str, int]
+    effective: dict[str, int]
     planes: dict[str, int]
     model: ModelOut
 

@@ -17,17 +17,17 @@ from worker.core.settings import get_settings
 RESULT_COLUMNS = ("study_date", "patient_id", "sop_instance_uid", "frame", "status", "hc_mm", "ga_days",
                   "hc_centile", "reason", "plane_label",
                   # after people's reviews: the HC to use, and who decided what (empty: nobody has yet)
-                  "effective_hc_mm", "review_decision", "reviewed_by")
+                  "effective_status", "effective_hc_mm", "review_decision", "reviewed_by")
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    """Print stored measurements (table, --json lines or --csv); not_head rows only with ``--status not_head`` or
-    ``--plane`` (rows of a standard plane, every status)."""
+    """Print stored measurements (table, --json lines or --csv); rows that are in effect no head plane (the gate's
+    not_head unless a reviewer corrected it, rows rejected as rejected_not_head) only with ``--status`` or ``--plane``
+    (rows of a standard plane, every status)."""
     import csv
     import json
 
     from db import (
-        MeasurementStatus,
         query_measurements,
         row_dict,
         session_scope,
@@ -39,7 +39,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     with session_scope(settings.database_url) as session:
         rows = [row_dict(r) for r in query_measurements(session, patient_id=args.patient, study_uid=args.study,
                                                          status=args.status, limit=args.limit, plane=args.plane,
-                                                         exclude_statuses=(MeasurementStatus.NOT_HEAD.value,))]
+                                                         hide_not_head=True)]
     if args.json:
         for row in rows:
             _print_json(row)

@@ -143,7 +143,8 @@ def test_decisions_are_kept_with_the_name_and_results_show_the_effective_values(
         by_id = {int(r["id"]): r for r in csv.DictReader(io.StringIO(data.decode()))}
         assert by_id[c.id]["review_decision"] == "corrected" and by_id[c.id]["reviewed_by"] == "alice"
         assert float(by_id[c.id]["effective_hc_mm"]) == pytest.approx(c.hc_mm, abs=0.3)
-        assert by_id[c.id]["confirmed"] == "True" and by_id[b.id]["effective_status"] == "rejected"
+        assert by_id[c.id]["confirmed"] == "True" and by_id[a.id]["effective_status"] == "rejected"
+        assert b.id not in by_id  # rejected as no head plane: out of the default results, like the gate's not_head
     with session_scope(get_settings().database_url) as session:
         assert [(r.measurement_id, r.reviewer, r.decision) for r in session.scalars(select(Review).order_by(Review.id))
                 ] == [(a.id, "alice", "accepted"), (b.id, "bob", "rejected_not_head"), (c.id, "alice", "corrected"),
@@ -246,3 +247,66 @@ def test_reviews_on_postgresql(fetalhc_env: pytest.MonkeyPatch, pg_url: str, tmp
         from db import confirmed_rows
 
         assert [(c.measurement.id, c.review.hc_mm) for c in confirmed_rows(session)] == [(scans[0].id, 140.0)]
+
+
+def _plane_verdicts_decide_the_default_results(token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A not_head row corrected into a head joins the default results, CSV, `fetalhc results` and stats; a measured
+    row rejected as no head plane leaves them; the model's own values stay in both rows."""
+    from worker.cli import main
+
+    url_db = get_settings().database_url
+    kept, rejected = store_flagged_scans(url_db, tmp_path / "m", 2, status="measured", flags="")
+    corrected, confirmed, unusable = store_flagged_scans(url_db, tmp_path / "g", 3, status="not_head", first_seed=20)
+    e = corrected.ellipse_mm
+    with running() as url:
+        assert [r["id"] for r in call_json(url + "/api/results", headers=auth(token))[1]] == [kept.id, rejected.id]
+        fix = {"decision": "corrected", "center_x_mm": e.cx, "center_y_mm": e.cy, "semi_axis_a_mm": e.a,
+               "semi_axis_b_mm": e.b, "angle_rad": e.angle}
+        for scan, body in ((corrected, fix), (confirmed, {"decision": "accepted"}),
+                           (unusable, {"decision": "rejected_unusable"}),
+                           (rejected, {"decision": "rejected_not_head"})):
+            assert review(url, scan.id, token, body)[0] == 200
+
+        # the default listing: heads in effect (a person's plane verdict wins over the gate's and the model's)
+        expected = {kept.id, corrected.id, unusable.id}
+        rows = {r["id"]: r for r in call_json(url + "/api/results", headers=auth(token))[1]}
+        assert set(rows) == expected
+        row = rows[corrected.id]
+        assert (row["status"], row["effective_status"], row["confirmed"]) == ("not_head", "reviewed", True)
+        assert row["hc_mm"] is None and row["effective_hc_mm"] == pytest.approx(e.perimeter, abs=0.01)
+        assert (rows[unusable.id]["effective_status"], rows[unusable.id]["effective_hc_mm"]) == ("rejected", None)
+        _, _, data = call(url + "/api/results.csv", headers=auth(token))
+        assert {int(r["id"]) for r in csv.DictReader(io.StringIO(data.decode()))} == expected
+        # asked for by the row's own status: every row of it, the reviewed ones included
+        assert [r["id"] for r in call_json(url + "/api/results?status=not_head", headers=auth(token))[1]] == [
+            corrected.id, confirmed.id, unusable.id]
+        by_status = call_json(url + "/api/results?status=measured", headers=auth(token))[1]
+        assert [(r["id"], r["effective_status"]) for r in by_status] == [(kept.id, "measured"), (rejected.id, "rejected")]
+
+        stats = call_json(url + "/api/stats", headers=auth(token))[1]
+        assert (stats["measurements"]["measured"], stats["measurements"]["not_head"]) == (2, 3)
+        assert stats["effective"] == {"measured": 1, "needs_review": 0, "not_head": 1, "failed": 0, "reviewed": 1,
+                                      "rejected": 2}
+    with session_scope(url_db) as session:
+        model_rejected = session.get(Measurement, rejected.id)
+        assert model_rejected is not None and model_rejected.status == "measured" and model_rejected.hc_mm is not None
+    capsys.readouterr()
+    assert main(["results", "--json"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["id"] for r in printed} == expected
+    assert main(["results"]) == 0
+    table = capsys.readouterr().out
+    assert "effective_status" in table.splitlines()[0] and "3 rows" in table
+
+
+def test_a_persons_plane_verdict_decides_the_default_results(reviewing: dict[str, str], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _plane_verdicts_decide_the_default_results(reviewing["alice"], tmp_path, capsys)
+
+
+def test_a_persons_plane_verdict_decides_the_default_results_on_postgresql(
+        fetalhc_env: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fetalhc_env.setenv("FETALHC_DATABASE_URL", pg_url)
+    fetalhc_env.setenv("FETALHC_API_TOKENS_FILE", str(tmp_path / "tokens"))
+    get_settings.cache_clear()
+    _plane_verdicts_decide_the_default_results(add_token(tmp_path / "tokens", "erin"), tmp_path, capsys)

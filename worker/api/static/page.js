@@ -22,7 +22,7 @@ function gaText(days) {
 }
 function statusClass(status) {
   if (status === "not_head") return "muted";
-  return status === "measured" ? "ok" : (status === "needs_review" ? "warn" : "bad");
+  return (status === "measured" || status === "reviewed") ? "ok" : (status === "needs_review" ? "warn" : "bad");
 }
 function statusText(status) {
   return status === "not_head" ? "not a head plane" : status.replace("_", " ");
@@ -219,11 +219,16 @@ async function loadResults() {
     for (const row of rows) {
       const tr = el("tr");
       const when = row.updated_at ? row.updated_at.slice(0, 16).replace("T", " ") : "-";
-      const cells = [[when], [row.study_date || "-"], [row.patient_id || "-"], [mm(row.hc_mm), "num"],
-                     [gaText(row.ga_days)], [row.hc_centile === null ? "-" : Number(row.hc_centile).toFixed(1), "num"]];
+      // the values to use: a reviewer's correction replaces the model's, a rejection leaves none
+      const hc = row.effective_hc_mm === undefined ? row.hc_mm : row.effective_hc_mm;
+      const centile = row.effective_hc_centile === undefined ? row.hc_centile : row.effective_hc_centile;
+      const status = row.effective_status || row.status;
+      const cells = [[when], [row.study_date || "-"], [row.patient_id || "-"],
+                     [mm(hc) + (row.confirmed ? " \u2713" : ""), "num"],
+                     [gaText(row.ga_days)], [centile === null ? "-" : Number(centile).toFixed(1), "num"]];
       for (const [text, cls] of cells) tr.appendChild(el("td", text, cls));
       const st = el("td");
-      st.appendChild(el("span", statusText(row.status), "pill " + statusClass(row.status)));
+      st.appendChild(el("span", statusText(status), "pill " + statusClass(status)));
       tr.appendChild(st);
       tr.appendChild(el("td", row.flags ? row.flags.replace(/,/g, ", ") : (row.reason || "")));
       tr.appendChild(el("td", planeText(row.plane_label, row.plane_probability), "plane"));

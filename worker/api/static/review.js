@@ -122,7 +122,7 @@ async function showRow() {
   const row = review.row;
   $("rv-title").textContent = "Measurement " + row.id + (row.patient_id ? " \u00b7 patient " + row.patient_id : "");
   $("rv-status").replaceChildren(el("span", statusText(row.effective_status || row.status),
-                                    "pill " + statusClass(row.status)));
+                                    "pill " + statusClass(row.effective_status || row.status)));
   review.model = ellipseOf(row);
   review.edit = null;
   review.dragged = false;
@@ -413,7 +413,7 @@ function patientCard(row) {
                             (row.confirmed ? " \u2713" : "")));
   card.appendChild(el("div", (row.study_date || "-") + " \u00b7 GA " + gaText(row.ga_days) + " \u00b7 centile " +
                             (row.effective_hc_centile === null || row.effective_hc_centile === undefined ? "-" : Number(row.effective_hc_centile).toFixed(1)), "hint"));
-  card.appendChild(el("span", statusText(row.effective_status || row.status), "pill " + statusClass(row.status)));
+  card.appendChild(el("span", statusText(row.effective_status || row.status), "pill " + statusClass(row.effective_status || row.status)));
   if (row.reviewed_by) card.appendChild(el("div", row.review_decision.replace(/_/g, " ") + " by " + row.reviewed_by, "hint"));
   return card;
 }
