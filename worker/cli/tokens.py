@@ -35,7 +35,10 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 0
     if args.action == "revoke":
         if not revoke_token(path, args.name):
-            print(f"fetalhc token: {args.name!r} has no token in {path}", file=sys.stderr)
+            names = [entry.name for entry in read_tokens(path)]
+            there = f"names there: {', '.join(names)}" if names else "it holds no names"
+            print(f"fetalhc token revoke: error: {args.name!r} has no token in {path} ({there}; fetalhc token list); "
+                  "nothing was changed", file=sys.stderr)
             return 1
         print(f"token of {args.name} revoked (the API refuses it from its next request)", file=sys.stderr)
         return 0

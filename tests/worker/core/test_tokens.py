@@ -82,3 +82,24 @@ def test_cli_token_add_list_revoke(fetalhc_env: pytest.MonkeyPatch, tmp_path: Pa
     assert main(["token", "revoke", "alice"]) == 1
     assert main(["token", "list"]) == 0
     assert capsys.readouterr().out.split() == ["bob"]
+
+
+def test_cli_refuses_a_duplicate_name_and_an_unknown_revoke_clearly(fetalhc_env: pytest.MonkeyPatch, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tokens"
+    assert main(["token", "revoke", "nobody", "--file", str(path)]) == 1  # no file yet
+    assert "'nobody' has no token" in capsys.readouterr().err and not path.exists()
+    assert main(["token", "add", "alice", "--file", str(path)]) == 0
+    first = capsys.readouterr().out.strip()
+    before = path.read_bytes()
+
+    assert main(["token", "add", "alice", "--file", str(path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # no second token printed
+    assert "'alice' already has a token" in out.err and "fetalhc token revoke alice" in out.err
+    assert path.read_bytes() == before and TokenBook(path).name_of(first) == "alice"  # the first still works
+
+    assert main(["token", "revoke", "alicia", "--file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "'alicia' has no token" in err and "names there: alice" in err and "nothing was changed" in err
+    assert path.read_bytes() == before
