@@ -207,6 +207,17 @@ def test_env_example_mentions_every_setting() -> None:
 
 # -- every fetalhc command line parses -------------------------------------------------------------------------------
 
+def compose_argv(service: dict[str, Any]) -> list[str]:
+    """The fetalhc arguments a compose service of the fetalhc image runs (its entrypoint may name a subcommand)."""
+    command, entrypoint = service.get("command"), service.get("entrypoint")
+    argv = shlex.split(command) if isinstance(command, str) else list(command or [])
+    if entrypoint:
+        entry = shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint)
+        assert Path(entry[0]).name == "fetalhc", f"compose entrypoint runs {entry[0]}"
+        return [*entry[1:], *argv]
+    return argv or dockerfile_default_argv()
+
+
 def command_lines() -> list[tuple[str, list[str]]]:
     """(where, argv after `fetalhc`) for every fetalhc invocation in deploy/."""
     lines: list[tuple[str, list[str]]] = [("Dockerfile CMD", dockerfile_default_argv())]
@@ -214,9 +225,7 @@ def command_lines() -> list[tuple[str, list[str]]]:
     for name, service in compose["services"].items():
         build = service.get("build") or {}
         if isinstance(build, dict) and str(build.get("dockerfile", "")).endswith("deploy/Dockerfile"):
-            command = service.get("command")
-            argv = shlex.split(command) if isinstance(command, str) else command
-            lines.append((f"compose {name}", argv or dockerfile_default_argv()))
+            lines.append((f"compose {name}", compose_argv(service)))
     for unit in sorted((DEPLOY / "systemd").glob("*.service")):
         for line in unit.read_text().splitlines():
             if line.startswith("ExecStart="):
@@ -492,3 +501,85 @@ def test_autoscaling_follows_the_queues_the_workers_consume() -> None:
     cpu = {t["metadata"]["listName"] for t in scaled["fetalhc-worker"]["spec"]["triggers"]}
     assert cpu == {LIVE_QUEUE, BACKFILL_QUEUE}, "CPU workers scale on both queues"
     assert scaled["fetalhc-worker"]["spec"]["minReplicaCount"] >= 1, "a live scan never waits for a pod to start"
+
+
+# -- named tokens (reviewers): an optional, read-only file where the API reads it ------------------------------------
+
+def test_compose_gives_the_api_the_named_tokens_read_only_and_one_service_to_keep_them() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    serving = [n for n, s in services.items() if "build" in s and compose_argv(s)[0] == "serve"]
+    keepers = [n for n, s in services.items() if "build" in s and compose_argv(s)[0] == "token"]
+    assert serving and len(keepers) == 1
+    keeper = services[keepers[0]]
+    tokens_file = Path(keeper["environment"]["FETALHC_API_TOKENS_FILE"])
+    assert tokens_file.is_absolute()
+    mounts = {v.split(":")[1]: v.split(":") for v in keeper["volumes"]}
+    volume, _, *mode = mounts[str(tokens_file.parent)]
+    assert mode != ["ro"] and volume in compose["volumes"], "the token service writes a named volume"
+    assert keeper.get("profiles") and not keeper.get("depends_on"), "a tool: not started by `up`, needs no database"
+    for name in serving:
+        env = services[name]["environment"]
+        assert env["FETALHC_API_TOKENS_FILE"] == str(tokens_file), f"compose {name}: reads another tokens file"
+        assert f"{volume}:{tokens_file.parent}:ro" in services[name]["volumes"], f"compose {name}: not mounted read-only"
+        assert "FETALHC_API_TOKEN" in env, "optional: the shared token still opens the API without named ones"
+    # a fresh named volume takes the ownership of the image's folder: the image's user can write it
+    assert re.search(rf"install -d [^\n]*-o fetalhc -g fetalhc [^\n]*{re.escape(str(tokens_file.parent))}\b",
+                     (DEPLOY / "Dockerfile").read_text()), "the image lacks the tokens folder owned by fetalhc"
+
+
+def test_k8s_mounts_the_named_tokens_secret_read_only_and_optional_in_the_api() -> None:
+    example = (K8S / "secret.example.yaml").read_text()
+    served = 0
+    for owner, template in pod_templates():
+        spec = template["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec.get("containers", []):
+            argv = fetalhc_argv(c) if is_fetalhc_image(c["image"]) else None
+            if not argv or argv[0] != "serve":
+                assert not any("secret" in volumes.get(m["name"], {}) for m in c.get("volumeMounts", [])), (
+                    f"{owner}/{c['name']}: only the API reads the reviewers' tokens")
+                continue
+            served += 1
+            env = container_env(c)
+            tokens_file = Path(env["FETALHC_API_TOKENS_FILE"])
+            assert "FETALHC_API_TOKEN" in env, f"{owner}: the shared token opens the API without named ones"
+            [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == str(tokens_file.parent)]
+            assert mount.get("readOnly") is True and "subPath" not in mount, (
+                f"{owner}: the tokens folder read-only and whole (a subPath mount never sees the Secret change)")
+            secret = volumes[mount["name"]]["secret"]
+            assert secret.get("optional") is True, f"{owner}: the pod must start without the tokens Secret"
+            mode = secret.get("defaultMode", 0o644)
+            assert mode & 0o037 == 0 and mode & 0o040, f"{owner}: tokens file mode {mode:o}: group read only"
+            assert spec["securityContext"].get("fsGroup") is not None, f"{owner}: no fsGroup to read it by group"
+            key = tokens_file.name
+            assert not secret.get("items") or [i["path"] for i in secret["items"]] == [key]
+            # the example says how to make it, under the name and key the pod reads
+            assert f"generic {secret['secretName']} --from-file={key}=" in example, "secret.example.yaml: no recipe"
+    assert served >= 1
+
+
+def test_the_api_follows_a_secret_volume_as_kubelet_swaps_it(tmp_path: Path) -> None:
+    """A Secret volume is ``KEY -> ..data/KEY`` and ``..data -> ..<stamp>``, swapped atomically on a change: the
+    API's token book must see a revoke through it, and name nobody while the optional Secret is absent."""
+    from worker.core.tokens import TokenBook, add_token, revoke_token
+
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    book = TokenBook(folder / "api-tokens")
+    assert book.name_of("anything") is None  # the Secret does not exist: an empty folder, nobody named
+    source = tmp_path / "api-tokens"
+    alice, bob = add_token(source, "alice"), add_token(source, "bob")
+
+    def publish(stamp: str) -> None:
+        (folder / stamp).mkdir()
+        (folder / stamp / "api-tokens").write_bytes(source.read_bytes())
+        (folder / "..data.tmp").symlink_to(stamp)
+        (folder / "..data.tmp").replace(folder / "..data")
+
+    publish("..2026_03_01_first")
+    (folder / "api-tokens").symlink_to("..data/api-tokens")
+    assert book.name_of(alice) == "alice" and book.name_of(bob) == "bob"
+    revoke_token(source, "alice")
+    publish("..2026_03_02_second")
+    assert book.name_of(alice) is None and book.name_of(bob) == "bob"
