@@ -29,12 +29,8 @@ MEASUREMENT_ORDERS = ("study_date", "newest")  # query_measurements(order=...)
 ROW_DICT_FIELDS: tuple[str, ...] = (*MEASUREMENT_COLUMNS, *EFFECTIVE_COLUMNS)  # row_dict's keys, in order
 
 
-def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
-    """Insert the row for (SOP Instance UID, frame, model version) or update it in place.
-
-    An instance keeps one result per model: a row of another frame of the same instance and model
-    (a cine measured again with another ``FETALHC_MAX_FRAMES``) is deleted in the same transaction,
-    except that a failure never replaces a measurement (then nothing is written).
+def _stamped(values: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """A measurement's values checked (known columns, the key present) and stamped with the write's time.
 
     Raises:
         ValueError: a key column is missing, or a column name is unknown.
@@ -45,9 +41,22 @@ def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
     missing = [k for k in _KEY if values.get(k) in (None, "")]
     if missing:
         raise ValueError(f"a measurement needs {', '.join(missing)}")
-    now = dt.datetime.now(dt.timezone.utc)
     row = {**values, "updated_at": now}
     row.setdefault("created_at", now)
+    return row
+
+
+def upsert_measurement(session: Session, values: Mapping[str, Any]) -> None:
+    """Insert the row for (SOP Instance UID, frame, model version) or update it in place.
+
+    An instance keeps one result per model: a row of another frame of the same instance and model
+    (a cine measured again with another ``FETALHC_MAX_FRAMES``) is deleted in the same transaction,
+    except that a failure never replaces a measurement (then nothing is written).
+
+    Raises:
+        ValueError: a key column is missing, or a column name is unknown.
+    """
+    row = _stamped(values, dt.datetime.now(dt.timezone.utc))
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         stmt = postgresql.insert(Measurement).values(**row)
@@ -106,15 +115,7 @@ def upsert_measurements(session: Session, rows: Sequence[Mapping[str, Any]]) -> 
     now = dt.datetime.now(dt.timezone.utc)
     prepared = []
     for values in rows:
-        unknown = set(values) - set(MEASUREMENT_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown measurement columns: {sorted(unknown)}")
-        missing = [k for k in _KEY if values.get(k) in (None, "")]
-        if missing:
-            raise ValueError(f"a measurement needs {', '.join(missing)}")
-        row = {**values, "updated_at": now}
-        row.setdefault("created_at", now)
-        prepared.append(row)
+        prepared.append(_stamped(values, now))
     if not prepared:
         return
     dialect = session.get_bind().dialect.name
