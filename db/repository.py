@@ -113,9 +113,7 @@ def upsert_measurements(session: Session, rows: Sequence[Mapping[str, Any]]) -> 
             upsert_measurement(session, row)
         return
     now = dt.datetime.now(dt.timezone.utc)
-    prepared = []
-    for values in rows:
-        prepared.append(_stamped(values, now))
+    prepared = [_stamped(values, now) for values in rows]
     if not prepared:
         return
     dialect = session.get_bind().dialect.name
