@@ -54,9 +54,11 @@ def cmd_eval_gate(args: argparse.Namespace) -> int:
     if classifier_file:
         from models.plane.sononet import load_plane_classifier
 
-        classifier = load_plane_classifier(classifier_file, backend)
+        classifier = load_plane_classifier(classifier_file, backend,
+                                           precision=settings.plane_classifier_precision.value)
     report = evaluate_gate(gate, model, items, net=forward, classifier=classifier)
     report["backend"], report["precision"] = forward.backend.value, forward.precision.value
+    report["classifier_precision"] = classifier.precision.value if classifier is not None else None
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     if args.json:

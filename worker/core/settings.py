@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     head_plane_gate: str = _env("HEAD_PLANE_GATE", "on")
     head_plane_threshold: float | None = _env("HEAD_PLANE_THRESHOLD")
     plane_classifier: Path | None = _env("PLANE_CLASSIFIER")  # SonoNet16.npz (models.plane.sononet); unset: off
+    # SonoNet-16's arithmetic: f32 by default (bf16 moves near-tie labels and so some decisions; README)
+    plane_classifier_precision: PrecisionName = _env("PLANE_CLASSIFIER_PRECISION", PrecisionName.F32)
     ae_title: str = _env("AE_TITLE", "FETALHC")
     listen_host: str = _env("LISTEN_HOST", "0.0.0.0")
     listen_port: int = _env("LISTEN_PORT", 11112)

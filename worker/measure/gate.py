@@ -43,8 +43,8 @@ def gate_for(settings: Settings, device: str = "cpu") -> HeadPlaneGate | None:
 
 
 def classifier_for(settings: Settings, device: str = "cpu") -> PlaneClassifier | None:
-    """SonoNet-16 from ``FETALHC_PLANE_CLASSIFIER`` (None when unset), through ``FETALHC_BACKEND``, loaded once
-    per process.
+    """SonoNet-16 from ``FETALHC_PLANE_CLASSIFIER`` (None when unset), through ``FETALHC_BACKEND`` in
+    ``FETALHC_PLANE_CLASSIFIER_PRECISION`` (f32 by default), loaded once per process.
 
     Raises:
         WeightsError: the file is missing, damaged or not SonoNet-16's (measuring stops: nothing is stored
@@ -52,7 +52,8 @@ def classifier_for(settings: Settings, device: str = "cpu") -> PlaneClassifier |
     """
     if settings.plane_classifier is None:
         return None
-    return cached_plane_classifier(str(settings.plane_classifier), settings.backend.value, device)
+    return cached_plane_classifier(str(settings.plane_classifier), settings.backend.value, device,
+                                   settings.plane_classifier_precision.value)
 
 
 def refusal_detail(refusal: NotHeadPlane, frames: int) -> str:

@@ -105,6 +105,7 @@ def run_bench(settings: Settings, n: int = 20, threads: int | None = None) -> di
         "gate_s_median": round(statistics.median(gate_s), 4) if gate_s else None,
         "gate_share_of_measure": round(statistics.median(gate_s) / statistics.median(infer_s), 3) if gate_s else None,
         "plane_classifier": "off" if ctx.classifier is None else f"SonoNet-16 {ctx.classifier.sha256[:12]}",
+        "classifier_precision": None if ctx.classifier is None else ctx.classifier.precision.value,
         "classifier_s_median": round(statistics.median(classifier_s), 4) if classifier_s else None,
         "classifier_batched_s_per_scan": round(classifier_batched, 4) if classifier_batched is not None else None,
         "classifier_share_of_measure": (round(statistics.median(classifier_s) / statistics.median(infer_s), 3)

@@ -20,7 +20,7 @@ from models.plane.sononet import (
     picture_box,
     prepare,
 )
-from models.segmentation.backends import Backend, backend_available
+from models.segmentation.backends import Backend, Precision, backend_available, cpu_has_native_bf16
 from models.segmentation.weights import file_sha256
 from tests.conftest import require
 
@@ -102,6 +102,34 @@ def test_openvino_gives_the_probabilities_of_torch(sononet_file: Path, examples:
     ov_p = np.array([a.probabilities for a in ov.classify(images)])
     assert np.abs(ov_p - torch_p).max() < 2e-3
     assert (ov_p.argmax(1) == torch_p.argmax(1)).all()
+
+
+def test_bf16_names_the_13_example_screens_as_f32_does(sononet_file: Path, examples: dict[str, np.ndarray],
+                                                      tmp_path: Path) -> None:
+    """OpenVINO in bfloat16 where the CPU has it (else torch under bf16 autocast): the same 13 labels as float32."""
+    backend = "openvino" if backend_available(Backend.OPENVINO) and cpu_has_native_bf16() else "torch"
+    names = sorted(examples)
+    images = [examples[n] for n in names]
+    f32 = load_plane_classifier(sononet_file, backend, cache_dir=tmp_path)
+    bf16 = load_plane_classifier(sononet_file, backend, cache_dir=tmp_path, precision="bf16")
+    assert (f32.precision, bf16.precision) == (Precision.F32, Precision.BF16)
+    a, b = f32.classify(images), bf16.classify(images)
+    assert [x.label for x in b] == [x.label for x in a] == [EXAMPLE_CLASS[n] for n in names]
+    assert max(abs(x.probability - y.probability) for x, y in zip(a, b)) < 0.1  # 0.034 measured (3VV)
+
+
+def test_the_classifier_honours_its_precision(tmp_path: Path) -> None:
+    """f32 unless asked; bf16 and auto as FETALHC_PRECISION means them (auto: bf16 for OpenVINO on AMX only)."""
+    file = random_file(tmp_path / "random.npz")
+    assert load_plane_classifier(file, "torch").precision is Precision.F32
+    assert load_plane_classifier(file, "torch", precision="bf16").precision is Precision.BF16
+    assert load_plane_classifier(file, "torch", precision="auto").precision is Precision.F32
+    if backend_available(Backend.OPENVINO):
+        ov = load_plane_classifier(file, "openvino", cache_dir=tmp_path, precision="auto")
+        assert ov.precision is (Precision.BF16 if cpu_has_native_bf16() else Precision.F32)
+        assert ov.forward._config["INFERENCE_PRECISION_HINT"] == ov.precision.value
+    with pytest.raises(ValueError, match="unknown precision 'f16'"):
+        load_plane_classifier(file, "torch", precision="f16")
 
 
 def test_backends_agree_on_a_batch_larger_than_the_classifiers_batch(tmp_path: Path) -> None:

@@ -210,6 +210,27 @@ def test_another_well_formed_file_is_used_with_a_warning(
     cached_plane_classifier.cache_clear()
 
 
+def test_the_classifier_runs_in_its_own_precision_f32_unless_told(
+        env: Settings, fetalhc_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """FETALHC_PLANE_CLASSIFIER_PRECISION, not FETALHC_PRECISION: bf16 segmentation keeps a float32 classifier."""
+    fetalhc_env.setenv("FETALHC_PLANE_CLASSIFIER", str(tmp_path / "files" / "good.npz"))
+    _bad_files(tmp_path / "files")
+    fetalhc_env.setenv("FETALHC_BACKEND", "torch")
+    fetalhc_env.setenv("FETALHC_PRECISION", "bf16")
+    for wanted, got in ((None, "f32"), ("bf16", "bf16"), ("f32", "f32")):
+        if wanted is None:
+            fetalhc_env.delenv("FETALHC_PLANE_CLASSIFIER_PRECISION", raising=False)
+        else:
+            fetalhc_env.setenv("FETALHC_PLANE_CLASSIFIER_PRECISION", wanted)
+        get_settings.cache_clear()
+        cached_plane_classifier.cache_clear()
+        ctx = load_context(get_settings())
+        assert ctx.net.precision.value == "bf16"
+        assert ctx.classifier is not None and ctx.classifier.precision.value == got, wanted
+        assert ctx.classifier.forward.precision.value == got
+    cached_plane_classifier.cache_clear()
+
+
 # -- the real SonoNet-16 and the shipped gate (../shared) ----------------------------------------------------------
 
 def test_real_screens_through_process_with_and_without_sononet(
