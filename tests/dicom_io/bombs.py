@@ -116,8 +116,11 @@ def _cap_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
 
+# VmHWM: this interpreter's own peak resident memory (ru_maxrss keeps the forking parent's across exec on Linux).
+_PEAK_MB = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).split()[1]) / 1024"
+
 _READ = """
-import json, resource, sys
+import json, sys
 from dicom_io import DicomError, iter_scans
 reason = None
 try:
@@ -125,8 +128,7 @@ try:
         pass
 except DicomError as exc:
     reason = exc.reason
-print(json.dumps({"reason": reason, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+""" + "print(json.dumps({'reason': reason, 'peak_mb': " + _PEAK_MB + "}))\n"
 
 
 def peak_rss(path: Path | None, timeout_s: float = 120) -> dict[str, object]:
@@ -136,8 +138,8 @@ def peak_rss(path: Path | None, timeout_s: float = 120) -> dict[str, object]:
     regression that allocates what a bomb claims fail here rather than swap a small machine.
     """
     code = _READ if path is not None else (
-        "import json, resource\nimport dicom_io.reader, av\n"
-        "print(json.dumps({'reason': None, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+        "import json\nimport dicom_io.reader, av\n"
+        "print(json.dumps({'reason': None, 'peak_mb': " + _PEAK_MB + "}))")
     argv = [sys.executable, "-c", code] + ([str(path)] if path is not None else [])
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout_s, preexec_fn=_cap_memory)
     assert done.returncode == 0, done.stderr[-2000:]
