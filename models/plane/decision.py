@@ -29,7 +29,9 @@ With SonoNet-16, by its most probable class:
                                  the threshold (a term head it has not seen, or a thorax, cervix or other
                                  anatomy it has no class for), or below it on a late well-fitted head with
                                  gate >= EARLY_FLOOR; else not a head plane
-  background (120-280 mm)        uncertain when the gate passes, else not a head plane
+  background (120-280 mm)        head plane with gate >= SURE (as the gate alone: background is "none of
+                                 SonoNet-16's planes", not a plane it names), uncertain when the gate passes,
+                                 else not a head plane
   another standard plane         not a head plane, except: uncertain when the gate is sure (>= SURE), or
   (120 mm and up)                when SonoNet-16 is not (its class below OTHER_SURE, 0.80) and the gate passes
 
@@ -155,6 +157,10 @@ def decide(e: PlaneEvidence, p: PlanePolicy) -> PlaneDecision:
         decision = _gate_alone(e, p, p.sure)
         return PlaneDecision(decision.outcome, f"{outside}; brain planes {brain:.2f}")
     if label is PlaneClass.BACKGROUND:
+        # Background is SonoNet-16's "none of my planes", which a head it has not learnt also is: with the gate
+        # sure, the image is taken as the gate alone would take it; a named plane (below) asks for more.
+        if e.gate >= p.sure:
+            return PlaneDecision(PlaneOutcome.HEAD, f"{says}: the gate is sure")
         if e.gate >= p.threshold:
             return PlaneDecision(PlaneOutcome.UNCERTAIN, f"{says}: they disagree")
         return PlaneDecision(PlaneOutcome.NOT_HEAD, says)

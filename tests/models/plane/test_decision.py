@@ -80,6 +80,8 @@ def test_another_standard_plane_by_the_classifier_is_refused_within_the_gate_rev
 
 def test_background_counts_against_a_head_only_at_the_sizes_sononet_was_trained_on() -> None:
     bg = says(PlaneClass.BACKGROUND, 0.7)
+    assert outcome(SURE, bg, hc=180) is HEAD  # the gate sure: taken as the gate alone takes it
+    assert outcome(SURE, says(PlaneClass.ABDOMINAL, 0.7), hc=180) is UNSURE  # a named plane asks for more
     assert outcome(0.5, bg, hc=180) is UNSURE
     assert outcome(0.2, bg, hc=180) is NOT
     assert outcome(0.33, bg, hc=75) is HEAD  # an early head SonoNet-16 never saw: the gate decides
