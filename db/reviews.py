@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 from db.report_facts import study_scanner_model
 from db.tables import (
     CONFIRMING_DECISIONS,
+    REJECTING_DECISIONS,
     REVIEW_COLUMNS,
     Measurement,
     MeasurementStatus,
@@ -25,17 +26,13 @@ from db.tables import (
     ReviewDecision,
 )
 
-# What a review writes on the measurement (the latest decision): names of Measurement columns.
-REVIEWED_VALUES = ("reviewed_hc_mm", "reviewed_bpd_mm", "reviewed_ofd_mm", "reviewed_ga_estimate_days",
-                   "reviewed_hc_z_score", "reviewed_hc_centile")
-REVIEWABLE_STATUSES = (MeasurementStatus.MEASURED.value, MeasurementStatus.NEEDS_REVIEW.value,
-                       MeasurementStatus.NOT_HEAD.value)
 # What results, CSV and the API show beside the stored columns: the values a reader should use (the latest
 # review's, else the model's), the status they have (``reviewed``, ``rejected``, else the row's own), and whether
 # a person stands behind them.
 EFFECTIVE_STATUSES = (*(s.value for s in MeasurementStatus), "reviewed", "rejected")  # effective_status values
 EFFECTIVE_COLUMNS = ("effective_status", "effective_hc_mm", "effective_bpd_mm", "effective_ofd_mm",
                      "effective_ga_estimate_days", "effective_hc_z_score", "effective_hc_centile", "confirmed")
+# What a review writes on the measurement (its latest decision's values): Measurement column -> reviews column.
 _VALUE_OF_REVIEW = {"reviewed_hc_mm": "hc_mm", "reviewed_bpd_mm": "bpd_mm", "reviewed_ofd_mm": "ofd_mm",
                     "reviewed_ga_estimate_days": "ga_estimate_days", "reviewed_hc_z_score": "hc_z_score",
                     "reviewed_hc_centile": "hc_centile"}
@@ -71,12 +68,11 @@ def record_review(session: Session, measurement: Measurement, reviewer: str, dec
 def effective_values(row: Measurement) -> dict[str, Any]:
     """The ``EFFECTIVE_COLUMNS`` of a row: its latest review's values when a person decided, else the model's."""
     decision = row.review_decision
-    model = {f"effective_{name}": getattr(row, name) for name in
-             ("hc_mm", "bpd_mm", "ofd_mm", "ga_estimate_days", "hc_z_score", "hc_centile")}
+    model = {f"effective_{name}": getattr(row, name) for name in _VALUE_OF_REVIEW.values()}
     if decision is None:
         return {"effective_status": row.status, **model, "confirmed": False}
     reviewed = {f"effective_{source}": getattr(row, column) for column, source in _VALUE_OF_REVIEW.items()}
-    if decision in (ReviewDecision.REJECTED_NOT_HEAD, ReviewDecision.REJECTED_UNUSABLE):
+    if decision in REJECTING_DECISIONS:
         status = "rejected"
     elif decision == ReviewDecision.ACCEPTED and row.status == MeasurementStatus.NOT_HEAD:
         status = MeasurementStatus.NOT_HEAD.value  # the gate's verdict, confirmed
@@ -89,7 +85,7 @@ def effective_status_sql() -> ColumnElement[str]:
     """``effective_values``' ``effective_status`` as an SQL expression of a measurements row (to filter and count)."""
     decision = func.coalesce(Measurement.review_decision, "")
     return case(
-        (decision.in_([ReviewDecision.REJECTED_NOT_HEAD.value, ReviewDecision.REJECTED_UNUSABLE.value]), "rejected"),
+        (decision.in_([d.value for d in REJECTING_DECISIONS]), "rejected"),
         (and_(decision == ReviewDecision.ACCEPTED.value, Measurement.status == MeasurementStatus.NOT_HEAD.value),
          MeasurementStatus.NOT_HEAD.value),
         (decision != "", "reviewed"),

@@ -283,6 +283,8 @@ class ReviewDecision(StrEnum):
 
 # Decisions after which a person stands behind the row's (reviewed) HC.
 CONFIRMING_DECISIONS: tuple[ReviewDecision, ...] = (ReviewDecision.ACCEPTED, ReviewDecision.CORRECTED)
+# Decisions after which the row has no HC a person stands behind (no head plane, or none to measure).
+REJECTING_DECISIONS: tuple[ReviewDecision, ...] = (ReviewDecision.REJECTED_NOT_HEAD, ReviewDecision.REJECTED_UNUSABLE)
 
 
 class Review(Base):

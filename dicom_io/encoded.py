@@ -80,11 +80,6 @@ class EncodedScan(Scan):
         if self.frame < 1:
             raise ValueError("frame numbers start at 1")
 
-    @property
-    def encoded(self) -> EncodedFrame | None:
-        """The codestream still to decode, or None once decoded."""
-        return self.pixels if isinstance(self.pixels, EncodedFrame) else None
-
 
 def deferrable(header: Header) -> bool:
     """Whether ``header``'s frames are 8-bit JPEG that ``decode_frame`` (and nvJPEG) decode to grey exactly."""

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.geometry.biometry import BORDER_PX
+from models.geometry.biometry import BORDER_PX, largest_component
 
 # Error codes of a map (0: fitted). Each is one of the NumPy path's MeasurementErrors, in its words.
 FIT_OK = 0
@@ -99,11 +99,9 @@ def largest_components(fg: torch.Tensor, native: bool | None = None) -> torch.Te
         native = fg.device.type == "cpu"
     if native:
         out = np.zeros((m, h, w), dtype=bool)
-        masks = fg.numpy().astype(np.uint8)
+        masks = fg.numpy()
         for i in range(m):
-            count, labels, stats, _ = cv2.connectedComponentsWithStats(masks[i], connectivity=4)
-            if count >= 2:
-                out[i] = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+            out[i] = largest_component(masks[i], connectivity=4)
         return torch.from_numpy(out)
     big = h * w
     labels = label_components(fg).view(m, -1)

@@ -8,7 +8,7 @@ from models import lazy_exports
 _EXPORTS = {
     "verdict": ("HeadPlaneGate", "PlaneVerdict"),
     "head_plane": ("SHIPPED_GATE", "load_gate"),
-    "gating": ("PLANE_UNCERTAIN", "PlaneJudgement", "apply_gate", "finish_gated", "finish_judged", "judge",
+    "gating": ("PLANE_UNCERTAIN", "PlaneJudgement", "finish_gated", "finish_judged", "judge",
                "measure_gated"),
     "decision": ("PlaneDecision", "PlaneEvidence", "PlaneOutcome", "PlanePolicy", "decide"),
     "classes": ("PlaneClass",),

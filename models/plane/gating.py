@@ -83,12 +83,6 @@ def judge(gate: HeadPlaneGate | None, batch: SegmentedBatch, results: list[Biome
     return results, judgements
 
 
-def apply_gate(gate: HeadPlaneGate, batch: SegmentedBatch,
-               results: list[Biometry | Exception]) -> list[Biometry | Exception]:
-    """``judge`` with the gate alone, its results only."""
-    return judge(gate, batch, results)[0]
-
-
 def finish_judged(batch: SegmentedBatch, gate: HeadPlaneGate | None = None, classifier: PlaneClassifier | None = None,
                   ) -> tuple[list[Biometry | Exception], list[PlaneJudgement | None]]:
     """``finish_batch``, then the plane decision (``judge``)."""

@@ -11,7 +11,6 @@ runs (the tests compare it with the NumPy path on HC18 validation images and pha
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -158,4 +157,4 @@ def _member_hc(values: np.ndarray) -> float:
     if int(values[0]) != FIT_OK or not np.all(np.isfinite(values[1:6])) or min(values[3], values[4]) <= 0:
         return float("inf")
     a, b = float(values[3]), float(values[4])
-    return ramanujan_perimeter(max(a, b), min(a, b)) if math.isfinite(a + b) else float("inf")
+    return ramanujan_perimeter(max(a, b), min(a, b))

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from db import Job, Measurement, Review, ReviewDecision
 from dicom_io.errors import DicomError
 from dicom_io.scan import Scan
+from models.geometry.ellipse import Ellipse
 from worker.api.messages import ApiError
 from worker.measure.frames import FrameGone, measured_frame, scan_file
+from worker.measure.review import ellipse_of
 
 MODEL_COLOUR = (255, 77, 46)  # as the overlay PNG of /api/measure (models.geometry.overlay)
 REVIEW_COLOUR = (54, 211, 108)
@@ -29,41 +29,20 @@ AXIS_COLOUR = (255, 214, 10)
 WIDTH_RANGE = (48, 2048)
 
 
-@dataclass(frozen=True)
-class EllipseMm:
-    """An ellipse in mm (centre, semi-axes, radians) as a row or a review stores it."""
+def points_px(ellipse_mm: Ellipse, sx: float, sy: float) -> list[tuple[float, float]]:
+    """The outline in the region's pixels (x / spacing per axis: exact for anisotropic pixels)."""
+    return [(x / sx, y / sy) for x, y in ellipse_mm.points().tolist()]
 
-    cx: float
-    cy: float
-    a: float
-    b: float
-    angle: float
 
-    @classmethod
-    def of(cls, source: Measurement | Review | None) -> EllipseMm | None:
-        if source is None:
-            return None
-        values = [getattr(source, name) for name in ("center_x_mm", "center_y_mm", "semi_axis_a_mm",
-                                                     "semi_axis_b_mm", "angle_rad")]
-        return None if any(v is None or not math.isfinite(v) for v in values) else cls(*values)
-
-    def points_px(self, sx: float, sy: float, n: int = 360) -> list[tuple[float, float]]:
-        """``n`` outline points in the region's pixels (x / spacing per axis: exact for anisotropic pixels)."""
-        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        x = self.cx + self.a * np.cos(t) * c - self.b * np.sin(t) * s
-        y = self.cy + self.a * np.cos(t) * s + self.b * np.sin(t) * c
-        return list(zip((x / sx).tolist(), (y / sy).tolist()))
-
-    def axes_px(self, sx: float, sy: float) -> list[tuple[tuple[float, float], tuple[float, float]]]:
-        """The major (OFD) and minor (BPD) axes as pixel segments."""
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        out = []
-        for length, (ux, uy) in ((self.a, (c, s)), (self.b, (-s, c))):
-            p0 = ((self.cx - length * ux) / sx, (self.cy - length * uy) / sy)
-            p1 = ((self.cx + length * ux) / sx, (self.cy + length * uy) / sy)
-            out.append((p0, p1))
-        return out
+def axes_px(e: Ellipse, sx: float, sy: float) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """The major (OFD) and minor (BPD) axes as pixel segments."""
+    c, s = math.cos(e.angle), math.sin(e.angle)
+    out = []
+    for length, (ux, uy) in ((e.a, (c, s)), (e.b, (-s, c))):
+        p0 = ((e.cx - length * ux) / sx, (e.cy - length * uy) / sy)
+        p1 = ((e.cx + length * ux) / sx, (e.cy + length * uy) / sy)
+        out.append((p0, p1))
+    return out
 
 
 def scan_path(row: Measurement, job: Job | None) -> Path:
@@ -85,9 +64,7 @@ def frame_of(row: Measurement, path: Path, max_scan_mb: float) -> Scan:
 
 def plane_caption(row: Measurement) -> str:
     """The plane label (a plane classifier's, when the row has one) or the head-plane gate's score."""
-    label = next((getattr(row, n) for n in ("plane_label", "plane_class", "plane") if getattr(row, n, None)), None)
-    prob = next((getattr(row, n) for n in ("plane_probability", "plane_score", "plane_prob")
-                 if isinstance(getattr(row, n, None), (int, float))), None)
+    label, prob = row.plane_label, row.plane_probability
     if label:
         return f"plane: {label}" + (f" ({prob:.2f})" if prob is not None else "")
     if row.head_plane_score is not None:
@@ -104,14 +81,14 @@ def render_png(row: Measurement, scan: Scan, review: Review | None, overlay: boo
     if overlay:
         draw = ImageDraw.Draw(image)
         line = max(2, round(min(image.size) / 250))
-        model = EllipseMm.of(row)
+        model = ellipse_of(row)
         if model is not None:
-            draw.polygon(model.points_px(sx, sy), outline=MODEL_COLOUR, width=line)
-            for p0, p1 in model.axes_px(sx, sy):
+            draw.polygon(points_px(model, sx, sy), outline=MODEL_COLOUR, width=line)
+            for p0, p1 in axes_px(model, sx, sy):
                 draw.line([p0, p1], fill=AXIS_COLOUR, width=max(1, line // 2))
-        corrected = EllipseMm.of(review) if review is not None and review.decision == ReviewDecision.CORRECTED else None
+        corrected = ellipse_of(review) if review is not None and review.decision == ReviewDecision.CORRECTED else None
         if corrected is not None:
-            draw.polygon(corrected.points_px(sx, sy), outline=REVIEW_COLOUR, width=line)
+            draw.polygon(points_px(corrected, sx, sy), outline=REVIEW_COLOUR, width=line)
         caption = " · ".join(t for t in (plane_caption(row), f"HC {row.hc_mm:.1f} mm" if row.hc_mm else "",
                                          f"reviewed {review.decision}" if review is not None else "") if t)
         if caption:

@@ -29,7 +29,7 @@ from models.growth import GA_MAX_DAYS, GA_MIN_DAYS, centile_curves
 from worker.api.app import ApiApp
 from worker.api.images import frame_of, render_png, scan_path
 from worker.api.messages import ApiError
-from worker.measure.review import NOTE_MAX, Decision, ReviewRefused, apply_review
+from worker.measure.review import Decision, ReviewRefused, apply_review
 
 WORKLIST_LIMIT_DEFAULT = 100
 WORKLIST_LIMIT_MAX = 1000
@@ -110,8 +110,6 @@ def parse_review(body: bytes) -> Decision:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise ApiError(422, "invalid_review", f"{where}: {first.get('msg', 'invalid')}") from None
-    if given.note is not None and len(given.note) > NOTE_MAX:
-        raise ApiError(422, "invalid_review", f"the note has {len(given.note)} characters; at most {NOTE_MAX}")
     try:
         return Decision.parse(given.decision, given.model_dump(exclude={"decision", "note"}), given.note)
     except ReviewRefused as exc:

@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient", default=None)
     p.add_argument("--study", default=None, help="Study Instance UID")
     p.add_argument("--status", default=None, choices=("measured", "needs_review", "not_head", "failed"),
-                   help="only rows of this status (without it: every status but not_head, the images set aside "
-                        "as not a head plane)")
+                   help="only rows of this (the model's) status (without it: every row that is a head plane after "
+                        "people's reviews: not_head rows left out unless a reviewer corrected them, rows rejected "
+                        "as rejected_not_head left out)")
     p.add_argument("--plane", default=None, choices=[c.value for c in PlaneClass],
                    help="only rows of this standard plane (SonoNet-16's label, FETALHC_PLANE_CLASSIFIER), of every "
                         "status: e.g. abdominal")

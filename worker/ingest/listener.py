@@ -36,7 +36,6 @@ from pynetdicom import (
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy.exc import SQLAlchemyError
 
-from dicom_io.errors import DicomError
 from dicom_io.ob_report import OB_REPORT_SOP_CLASSES, is_ob_report
 from dicom_io.reader import read_dataset
 from worker.core.peers import AllowedCallers, parse_allowed_callers
@@ -129,11 +128,7 @@ def _is_ob_report_file(data: bytes | Path) -> bool | None:
         if isinstance(data, bytes):
             return is_ob_report(dcmread(BytesIO(data), stop_before_pixels=True))
         return is_ob_report(read_dataset(data, stop_before_pixels=True))
-    except RecursionError:
-        return None
-    except DicomError:
-        return None
-    except Exception:  # noqa: BLE001 - whatever pydicom raises on bytes it cannot parse
+    except Exception:  # noqa: BLE001 - nested too deep (RecursionError), DicomError, whatever pydicom raises
         return None
 
 

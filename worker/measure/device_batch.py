@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dicom_io import DicomError, Scan
-from dicom_io.encoded import EncodedFrame, decode_frame, decoded
+from dicom_io.encoded import EncodedFrame, EncodedScan, decode_frame, decoded
 from models.geometry.biometry import Biometry
 from models.plane.device import measure_on_device
 from models.plane.gating import PlaneJudgement
@@ -112,8 +112,6 @@ def to_device(scans: Sequence[Scan], device: torch.device) -> list[Scan | Except
 
 
 def _with_pixels(scan: Scan, pixels: Any) -> Scan:
-    from dicom_io.encoded import EncodedScan
-
     fields = {f: getattr(scan, f) for f in scan.__dataclass_fields__}
     fields["pixels"] = pixels
     return EncodedScan(**fields)

@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from db import (
     JobStatus,
-    StudyDating,
     record_malformed_report,
     session_scope,
     set_job_status,
@@ -182,7 +181,7 @@ def _finish(session: Session, outcome: ReportOutcome) -> None:
 
 def report_facts(session: Session, study_uid: str | None, hc_mm: float, study_date: dt.date | None,
                  ga_source: str | None, growth_standard: str,
-                 dating: StudyDating | None = None, patient: PatientIdentity | None = None) -> dict[str, Any]:
+                 patient: PatientIdentity | None = None) -> dict[str, Any]:
     """The columns the study's report gives a row with an HC; empty when the study has no read report (of
     ``patient``, the row's own, when given: another patient's report gives nothing).
 
@@ -196,7 +195,7 @@ def report_facts(session: Session, study_uid: str | None, hc_mm: float, study_da
         return {}
     values: dict[str, Any] = {"fetus_count": fetus_count}
     if ga_source != "given":
-        dating = dating or study_dating(session, study_uid, patient)
+        dating = study_dating(session, study_uid, patient)
         ga = ga_for_centile(None, None, study_date, dating)
         if ga.source != "none":
             values.update(growth_facts(hc_mm, ga, growth_standard).columns())

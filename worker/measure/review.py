@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db import Measurement, MeasurementStatus, Review, ReviewDecision, record_review
+from db.tables import REJECTING_DECISIONS
 from models.errors import FetalHCError
 from models.geometry.biometry import head_sizes
-from models.geometry.ellipse import Ellipse, ramanujan_perimeter
+from models.geometry.ellipse import Ellipse
 from worker.measure.dating import GestationalAge, growth_facts
 
 log = logging.getLogger(__name__)
@@ -108,11 +109,18 @@ class Decision:
         return cls(kind, ellipse, hc, note or None)
 
 
-def _model_ellipse(row: Measurement) -> Ellipse | None:
-    values = [getattr(row, name) for name in ELLIPSE_FIELDS]
-    if any(v is None for v in values):
+def ellipse_of(source: Measurement | Review | None) -> Ellipse | None:
+    """The ellipse (mm, the region's frame) a measurement or a review stores; None where any part is missing."""
+    if source is None:
+        return None
+    values = [getattr(source, name) for name in ELLIPSE_FIELDS]
+    if any(v is None or not math.isfinite(v) for v in values):
         return None
     return Ellipse.make(*values)
+
+
+def _ellipse_values(ellipse: Ellipse) -> dict[str, float]:
+    return dict(zip(ELLIPSE_FIELDS, (ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.angle)))
 
 
 def reviewed_values(row: Measurement, decision: Decision, growth_standard: str) -> dict[str, Any]:
@@ -123,30 +131,30 @@ def reviewed_values(row: Measurement, decision: Decision, growth_standard: str) 
     """
     kind = decision.decision
     values: dict[str, Any] = {"note": decision.note}
-    if kind in (ReviewDecision.REJECTED_NOT_HEAD, ReviewDecision.REJECTED_UNUSABLE):
+    if kind in REJECTING_DECISIONS:
         return values
     if row.status == MeasurementStatus.FAILED:
         raise ReviewRefused(f"measurement {row.id} failed ({row.reason}): there is no outcome to "
                             f"{'accept' if kind is ReviewDecision.ACCEPTED else 'correct'} (reject it as unusable)",
                             reason="nothing_to_review")
     if kind is ReviewDecision.ACCEPTED:
-        ellipse = _model_ellipse(row)
+        ellipse = ellipse_of(row)
         if ellipse is not None:
-            values.update(zip(ELLIPSE_FIELDS, (ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.angle)))
+            values.update(_ellipse_values(ellipse))
         values.update({"hc_mm": row.hc_mm, "bpd_mm": row.bpd_mm, "ofd_mm": row.ofd_mm,
                        "ga_estimate_days": row.ga_estimate_days, "hc_z_score": row.hc_z_score,
                        "hc_centile": row.hc_centile})
         return values
     ellipse = decision.ellipse_mm
     if ellipse is None and decision.hc_mm is not None:  # HC alone: the model's ellipse scaled to it, if any
-        model = _model_ellipse(row)
+        model = ellipse_of(row)
         if model is not None:
-            k = decision.hc_mm / ramanujan_perimeter(model.a, model.b)  # the perimeter is linear in scale
+            k = decision.hc_mm / model.perimeter  # the perimeter is linear in scale
             ellipse = Ellipse(model.cx, model.cy, model.a * k, model.b * k, model.angle)
     if ellipse is not None:
         sizes = head_sizes(ellipse)
         hc, bpd, ofd = (decision.hc_mm if decision.hc_mm is not None else sizes.hc_mm), sizes.bpd_mm, sizes.ofd_mm
-        values.update(zip(ELLIPSE_FIELDS, (ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.angle)))
+        values.update(_ellipse_values(ellipse))
     else:
         hc, bpd, ofd = decision.hc_mm, None, None
     assert hc is not None

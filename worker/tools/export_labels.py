@@ -28,6 +28,7 @@ from models.training.hc18 import TRAINING_CSV
 from models.training.hc18_shrink import outline_mask, write_training_csv
 from worker.core.settings import Settings
 from worker.measure.frames import FrameGone, measured_frame, scan_file
+from worker.measure.review import ellipse_of
 
 log = logging.getLogger(__name__)
 MANIFEST = "labels.csv"
@@ -43,11 +44,7 @@ class ExportSummary:
 
 def _ellipse(reviewed: ReviewedRow) -> Ellipse | None:
     """The confirmed ellipse (mm, region frame): the decision's, which copies the model's on ``accepted``."""
-    r = reviewed.review
-    values = [r.center_x_mm, r.center_y_mm, r.semi_axis_a_mm, r.semi_axis_b_mm, r.angle_rad]
-    if any(v is None for v in values):
-        return None
-    return Ellipse.make(*values)  # type: ignore[arg-type]
+    return ellipse_of(reviewed.review)
 
 
 def square_frame(pixels: np.ndarray, sx: float, sy: float, ellipse_mm: Ellipse) -> tuple[np.ndarray, float, Ellipse]:

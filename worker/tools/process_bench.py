@@ -266,7 +266,6 @@ def bench_process(n: int, processes: Sequence[int] = (1,), batch_size: int = 32,
             steady = run["scans_per_s_steady"]
             if steady:
                 run["s_per_scan_steady"] = round(1 / steady, 5)
-                run["ratio_to_torch_forward"] = round((1 / steady) / report["torch_forward_s_per_scan"], 3)
             runs.append(run)
             shutil.rmtree(folder, ignore_errors=True)
         report["runs"] = runs
