@@ -23,8 +23,8 @@ from pydicom import uid as pdu
 
 from dicom_io.bounds import check_frame, current_budget
 from dicom_io.errors import DicomError, UnsupportedImageError
-from dicom_io.frames import PARSE_ERRORS, FramePlan, number_attribute, plan_frames
-from dicom_io.reader import Header, _frame_headers, _identity, _prepare, declared_geometry, open_scans
+from dicom_io.frames import PARSE_ERRORS, FramePlan, number_attribute
+from dicom_io.reader import Header, _frame_headers, _prepare, declared_geometry, open_prepared, planned
 from dicom_io.scan import Calibration, Scan
 
 # 8-bit JPEG that libjpeg-turbo and nvJPEG decode: Baseline (Process 1) and Extended (Process 2 & 4) at 8 bits.
@@ -107,14 +107,12 @@ def open_encoded_scans(path: str | Path, max_frames: int = 0, max_scan_bytes: in
     """
     path = Path(path)
     budget = current_budget() if max_scan_bytes is None else max_scan_bytes
-    header, calibrations, rows, cols, total = _prepare(path, budget)
+    prepared = _prepare(path, budget)
+    header, calibrations, rows, cols, _ = prepared
     if not deferrable(header):
-        return open_scans(path, max_frames=max_frames, max_scan_bytes=budget)
+        return open_prepared(path, prepared, budget, max_frames=max_frames)
     ds = header.dataset
-    plan = plan_frames(ds, max_frames, None)
-    identity = _identity(ds)
-    if not identity["sop_instance_uid"]:
-        raise DicomError(f"{path.name} has no (0008,0018) SOP Instance UID", reason="corrupt_dicom")
+    plan, identity = planned(path, ds, max_frames)
     invert = str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
     samples = number_attribute(ds, "SamplesPerPixel", 1)
     return plan, _encoded_scans(path, header, calibrations, plan, identity, (rows, cols, samples), invert)

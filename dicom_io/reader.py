@@ -742,7 +742,11 @@ def _check_decode_budget(header: Header, budget: int) -> None:
                  + (f" after a {head / (1 << 20):.0f} MiB header" if head >= 1 << 20 else ""), budget)
 
 
-def _prepare(path: Path, budget: int) -> tuple[Header, list[Calibration], int, int, int]:
+# What ``_prepare`` read and checked of a file: its header, calibrations, rows, columns and frame count.
+Prepared = tuple[Header, list[Calibration], int, int, int]
+
+
+def _prepare(path: Path, budget: int) -> Prepared:
     header = read_header(path, budget)
     ds = header.dataset
     try:
@@ -776,16 +780,28 @@ def open_scans(path: str | Path, frames: list[int] | None = None, max_frames: in
     """
     path = Path(path)
     budget = current_budget() if max_scan_bytes is None else max_scan_bytes
-    header, calibrations, rows, cols, total = _prepare(path, budget)
-    ds = header.dataset
+    return open_prepared(path, _prepare(path, budget), budget, frames, max_frames)
+
+
+def open_prepared(path: Path, prepared: Prepared, budget: int, frames: list[int] | None = None,
+                  max_frames: int = 0) -> tuple[FramePlan, Iterator[Scan]]:
+    """``open_scans`` of a file whose header ``_prepare`` has already read and checked (read once)."""
+    header, calibrations, rows, cols, total = prepared
     bad = [n for n in frames or [] if not 1 <= n <= total]
     if bad:
         raise DicomError(f"{path.name} has {total} frame(s); frame(s) {bad} do not exist", reason="no_such_frame")
+    plan, identity = planned(path, header.dataset, max_frames, frames)
+    return plan, _generate_scans(path, header, calibrations, plan, identity, (rows, cols), budget)
+
+
+def planned(path: Path, ds: Dataset, max_frames: int = 0, frames: list[int] | None = None,
+            ) -> tuple[FramePlan, dict[str, object]]:
+    """The frames to measure (``plan_frames``) and the instance's identity, which needs a SOP Instance UID."""
     plan = plan_frames(ds, max_frames, frames)
     identity = _identity(ds)
     if not identity["sop_instance_uid"]:
         raise DicomError(f"{path.name} has no (0008,0018) SOP Instance UID", reason="corrupt_dicom")
-    return plan, _generate_scans(path, header, calibrations, plan, identity, (rows, cols), budget)
+    return plan, identity
 
 
 def _generate_scans(path: Path, header: Header, calibrations: list[Calibration], plan: FramePlan,

@@ -245,7 +245,7 @@ def bench_backends(settings: Settings, n: int = 16, backends: Sequence[str] = DE
 
 # The pipeline's stages for ``profile_pipeline``: (stage, module, function) as cProfile names them.
 PROFILE_STAGES: tuple[tuple[str, str, str], ...] = (
-    ("read (decode, calibration)", "dicom_io/reader.py", "open_scans"),
+    ("read (decode, calibration)", "dicom_io/encoded.py", "open_encoded_scans"),
     ("prepare input (resize, normalise)", "models/segmentation/preprocess.py", "prepare_input"),
     ("forward pass (3 flips)", "models/segmentation/segment.py", "predict_member_logits"),
     ("measure the mean (contour, fit, quality)", "models/geometry/biometry.py", "measure_head_on_grid"),
